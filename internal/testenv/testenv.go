@@ -1,0 +1,39 @@
+// Package testenv decides what a test does when the host lacks something it
+// needs: skip with the reason, or, under UNIONSTACK_REQUIRE_ALL=1 (as CI
+// runs), fail, so that a missing component never passes silently.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// RequireAll reports whether UNIONSTACK_REQUIRE_ALL=1 is set.
+func RequireAll() bool { return os.Getenv("UNIONSTACK_REQUIRE_ALL") == "1" }
+
+// Need skips t (or fails it under RequireAll) with reason unless ok.
+func Need(t testing.TB, ok bool, reason string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if RequireAll() {
+		t.Fatalf("required component missing (UNIONSTACK_REQUIRE_ALL=1): %s", reason)
+	}
+	t.Skip("skipped: " + reason)
+}
+
+// NeedRoot needs the test to run as root.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	Need(t, os.Geteuid() == 0, "needs root")
+}
+
+// NeedCommand needs program name in PATH and returns its path.
+func NeedCommand(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	Need(t, err == nil, name+" not in PATH (install its Debian package)")
+	return p
+}
