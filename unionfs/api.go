@@ -1,0 +1,46 @@
+// Package unionfs is an aufs-compatible union filesystem in userspace, on
+// FUSE (go-fuse/v2): a stack of branch directories, the leftmost on top,
+// with copy-up to the writable branch, aufs whiteouts (.wh.NAME), opaque
+// directories (.wh..wh..opq) and merged directory listings. It knows
+// nothing of layers or Docker.
+package unionfs
+
+import "time"
+
+// Mode is how a branch takes part in the union.
+type Mode int
+
+// The branch modes of aufs.
+const (
+	// RW is the writable branch: new files, copy-ups and whiteouts go here.
+	RW Mode = iota
+	// RO is read-only; whiteouts in it hide what lies below.
+	RO
+	// RR is "real read-only": never written, and no whiteouts are looked
+	// for in it (it is known to hold none).
+	RR
+)
+
+// Branch is one directory of the stack.
+type Branch struct {
+	Path string // absolute path of the branch directory
+	Mode Mode
+}
+
+// Options tune a mount.
+type Options struct {
+	// EntryTimeout, AttrTimeout and NegativeTimeout are the kernel's
+	// cache lifetimes for names, attributes and missing names. A lower
+	// branch changed from outside shows through after them (aufs udba).
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// Passthrough lets the kernel read and write opened files directly
+	// (FUSE passthrough, kernel 6.9+), decided per handle: never for a
+	// handle whose file could still be copied up.
+	Passthrough bool
+	// FSName is the source shown in /proc/mounts ("unionctl" by default).
+	FSName string
+	// AllowOther lets users other than the mounter in (default on as root).
+	AllowOther bool
+	// Debug logs every FUSE request.
+	Debug bool
+}
