@@ -52,10 +52,17 @@ type LayerDirer interface {
 	// diff right now (e.g. overlay redirects), and the caller falls back to
 	// mounting and comparing.
 	LayerDir(ctx context.Context, key string) (dir string, format archive.Format, err error)
+	// ParentLayerDirs returns the layer directories of key's committed
+	// parents, nearest first, where a hard link of a layer unpacked into
+	// LayerDir finds a target that lies in a lower layer.
+	ParentLayerDirs(ctx context.Context, key string) ([]string, error)
 }
 
 // BackendLayerDirer is the Backend side of LayerDirer: a Backend that
 // implements it makes the Driver returned by NewDriver a LayerDirer.
+//
+// Called for a committed snapshot, LayerDir must return its directory
+// without checks (ParentLayerDirs uses it so).
 type BackendLayerDirer interface {
 	LayerDir(ctx context.Context, s Snapshot) (dir string, format archive.Format, err error)
 }
