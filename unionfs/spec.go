@@ -1,0 +1,420 @@
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrBadSpec marks a mount specification that cannot be mounted as given:
+// a malformed dirs= list, an unknown mode or option, a missing branch,
+// nested or duplicate branches, a bad mountpoint. The CLI exits 2 on it.
+var ErrBadSpec = errors.New("bad mount spec")
+
+// MountSpec is a parsed mount request: the branch stack, the union's
+// options, and what only the mount itself applies.
+type MountSpec struct {
+	// Branches is the stack, leftmost (index 0) on top.
+	Branches []Branch
+	// Options are passed to Mount.
+	Options Options
+	// ReadOnly makes the whole union read-only (the "ro" mount option, or
+	// a stack without an rw branch, as aufs allows): the mount is
+	// remounted with MS_RDONLY, so the kernel refuses every write.
+	ReadOnly bool
+	// NoExec, NoAtime and NoDirAtime are the per-mount flags of the
+	// "noexec", "noatime" and "nodiratime" options.
+	NoExec, NoAtime, NoDirAtime bool
+}
+
+// The cache lifetimes of the aufs udba levels. reval is the default.
+// Options treats a zero timeout as "the default", so "no caching"
+// (udba=notify, or a timeout of 0) is passed as one nanosecond, which
+// the kernel's cache rounds to nothing.
+const (
+	udbaNoneTimeout  = 24 * time.Hour
+	udbaRevalTimeout = time.Second
+	specNoCache      = time.Nanosecond
+)
+
+// specBadf returns an ErrBadSpec error with the given message.
+func specBadf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadSpec, fmt.Sprintf(format, args...))
+}
+
+// ParseMode parses an aufs branch mode: rw, ro or rr.
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "rw":
+		return RW, nil
+	case "ro":
+		return RO, nil
+	case "rr":
+		return RR, nil
+	}
+	return 0, specBadf("unknown branch mode %q (want rw, ro or rr)", s)
+}
+
+// ModeName is the aufs name of m: "rw", "ro" or "rr".
+func ModeName(m Mode) string {
+	switch m {
+	case RW:
+		return "rw"
+	case RO:
+		return "ro"
+	case RR:
+		return "rr"
+	}
+	return "mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseDirs parses the value of an aufs dirs= (or br=) option,
+// "BR[=MODE]:BR[=MODE]...", leftmost on top. Without modes the first
+// branch is rw and the others ro, as in aufs; a branch given without a
+// mode among others that have one is ro, except the first. Relative
+// paths are resolved against base. The file system is not consulted:
+// see Validate.
+func ParseDirs(value string, base string) ([]Branch, error) {
+	if value == "" {
+		return nil, specBadf("dirs: no branches given")
+	}
+	var branches []Branch
+	for i, item := range strings.Split(value, ":") {
+		if item == "" {
+			return nil, specBadf("dirs=%s: empty branch at position %d", value, i+1)
+		}
+		path, mode := item, ""
+		if j := strings.LastIndexByte(item, '='); j >= 0 {
+			path, mode = item[:j], item[j+1:]
+			if path == "" {
+				return nil, specBadf("dirs=%s: branch %q has no path", value, item)
+			}
+		}
+		b := Branch{Path: specAbs(path, base), Mode: RO}
+		if i == 0 {
+			b.Mode = RW
+		}
+		if mode != "" {
+			m, err := ParseMode(mode)
+			if err != nil {
+				return nil, specBadf("branch %s: unknown mode %q (want rw, ro or rr)", path, mode)
+			}
+			b.Mode = m
+		}
+		branches = append(branches, b)
+	}
+	return branches, nil
+}
+
+// specAbs makes p absolute against base and cleans it.
+func specAbs(p, base string) string {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(base, p)
+	}
+	return filepath.Clean(p)
+}
+
+// specIgnoredOptions are the generic options mount(8), mount.fuse3 and
+// /etc/fstab pass along that mean nothing to a union: accepted, ignored.
+var specIgnoredOptions = map[string]bool{
+	"rw": true, "defaults": true, "dev": true, "suid": true, "exec": true,
+	"auto": true, "noauto": true, "user": true, "nouser": true, "users": true,
+	"owner": true, "group": true, "_netdev": true, "nofail": true,
+	"async": true, "atime": true, "diratime": true, "relatime": true,
+	"strictatime": true, "nostrictatime": true, "lazytime": true, "nolazytime": true,
+	"nodev": true, "nosuid": true, // a FUSE mount is always nodev,nosuid
+}
+
+// ParseOptions parses a comma-separated mount option string (as given to
+// -o, by mount.fuse3 or in /etc/fstab), relative branch paths resolved
+// against the working directory. See ParseOptionsAt.
+func ParseOptions(opts string) (spec MountSpec, err error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return MountSpec{}, fmt.Errorf("parse mount options: %w", err)
+	}
+	return ParseOptionsAt(opts, wd)
+}
+
+// ParseOptionsAt parses a comma-separated mount option string, relative
+// branch paths resolved against base. Known options:
+//
+//	dirs=BR[=MODE]:...  (also br=, br:)  the branch stack, leftmost on top
+//	udba=none|reval|notify  how soon outside changes to branches show:
+//	                    never (cache 24h), after 1s (default), at once (no cache)
+//	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
+//	                    seconds ("1.5") or as a Go duration ("300ms")
+//	passthrough=on|off  FUSE passthrough for opened files (default on)
+//	fsname=NAME         the source shown in /proc/mounts
+//	allow_other         let other users in (default on as root)
+//	debug               log every FUSE request
+//	ro                  a read-only union
+//	noexec, noatime, nodiratime  per-mount flags
+//
+// The generic options mount(8) passes (rw, defaults, dev, suid, exec,
+// auto, noauto, user, _netdev, nofail, ...) and fstab's x-* and comment=
+// are accepted and ignored. Any other option is an error naming it.
+// Options given later override earlier ones, except that explicit
+// timeouts always win over udba.
+func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
+	spec.Options = Options{
+		EntryTimeout:    udbaRevalTimeout,
+		AttrTimeout:     udbaRevalTimeout,
+		NegativeTimeout: udbaRevalTimeout,
+		Passthrough:     true,
+		FSName:          "unionctl",
+		AllowOther:      os.Geteuid() == 0,
+	}
+	var entry, attr, negative *time.Duration
+	haveDirs := false
+	for _, opt := range strings.Split(opts, ",") {
+		key, val, hasVal := strings.Cut(opt, "=")
+		if strings.HasPrefix(opt, "br:") {
+			key, val, hasVal = "br", opt[len("br:"):], true
+		}
+		switch {
+		case opt == "":
+			continue
+		case key == "dirs" || key == "br":
+			if haveDirs {
+				return MountSpec{}, specBadf("option %s: branches given twice", key)
+			}
+			haveDirs = true
+			if spec.Branches, err = ParseDirs(val, base); err != nil {
+				return MountSpec{}, err
+			}
+		case key == "udba":
+			var d time.Duration
+			switch val {
+			case "none":
+				d = udbaNoneTimeout
+			case "reval":
+				d = udbaRevalTimeout
+			case "notify":
+				d = specNoCache
+			default:
+				return MountSpec{}, specBadf("option udba=%s: want none, reval or notify", val)
+			}
+			spec.Options.EntryTimeout, spec.Options.AttrTimeout, spec.Options.NegativeTimeout = d, d, d
+		case key == "entry_timeout" || key == "attr_timeout" || key == "negative_timeout":
+			d, err := specParseTimeout(key, val)
+			if err != nil {
+				return MountSpec{}, err
+			}
+			switch key {
+			case "entry_timeout":
+				entry = &d
+			case "attr_timeout":
+				attr = &d
+			default:
+				negative = &d
+			}
+		case key == "passthrough":
+			switch val {
+			case "on", "true", "yes", "1":
+				spec.Options.Passthrough = true
+			case "off", "false", "no", "0":
+				spec.Options.Passthrough = false
+			default:
+				return MountSpec{}, specBadf("option passthrough=%s: want on or off", val)
+			}
+		case key == "fsname":
+			if val == "" {
+				return MountSpec{}, specBadf("option fsname: empty name")
+			}
+			spec.Options.FSName = val
+		case opt == "allow_other":
+			spec.Options.AllowOther = true
+		case opt == "debug":
+			spec.Options.Debug = true
+		case opt == "ro":
+			spec.ReadOnly = true
+		case opt == "noexec":
+			spec.NoExec = true
+		case opt == "noatime":
+			spec.NoAtime = true
+		case opt == "nodiratime":
+			spec.NoDirAtime = true
+		case !hasVal && specIgnoredOptions[opt]:
+			continue
+		case strings.HasPrefix(key, "x-") || key == "comment":
+			continue
+		default:
+			return MountSpec{}, specBadf("unknown mount option %q", opt)
+		}
+	}
+	if entry != nil {
+		spec.Options.EntryTimeout = *entry
+	}
+	if attr != nil {
+		spec.Options.AttrTimeout = *attr
+	}
+	if negative != nil {
+		spec.Options.NegativeTimeout = *negative
+	}
+	return spec, nil
+}
+
+// specParseTimeout parses a cache timeout: seconds as a decimal number,
+// or a Go duration.
+func specParseTimeout(key, val string) (time.Duration, error) {
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(val, 64); err == nil {
+		d = time.Duration(secs * float64(time.Second))
+	} else if d, err = time.ParseDuration(val); err != nil {
+		return 0, specBadf("option %s=%s: want seconds or a duration like 500ms", key, val)
+	}
+	if d < 0 {
+		return 0, specBadf("option %s=%s: negative timeout", key, val)
+	}
+	if d == 0 {
+		d = specNoCache
+	}
+	return d, nil
+}
+
+// Validate checks a branch stack and its mountpoint against the file
+// system, with an error naming the problem: a missing branch, a file as a
+// branch, the same directory twice (after symlinks), one branch inside
+// another, the mountpoint inside a branch or a branch inside the
+// mountpoint, an unknown mode, an rw branch anywhere but on top, and a
+// missing mountpoint or one that is not a directory. A stack without an
+// rw branch is valid: it makes a read-only union, as in aufs.
+func Validate(branches []Branch, mountpoint string) error {
+	resolved, err := specResolveBranches(branches)
+	if err != nil {
+		return err
+	}
+	if mountpoint == "" {
+		return specBadf("no mountpoint given")
+	}
+	mp, err := specResolveDir("mountpoint", mountpoint)
+	if err != nil {
+		return err
+	}
+	for i, b := range resolved {
+		switch {
+		case b.Path == mp:
+			return specBadf("mountpoint %s is branch %d (%s)", mountpoint, i+1, branches[i].Path)
+		case specInside(mp, b.Path):
+			return specBadf("mountpoint %s is inside branch %s", mountpoint, branches[i].Path)
+		case specInside(b.Path, mp):
+			return specBadf("branch %s is inside mountpoint %s", branches[i].Path, mountpoint)
+		}
+	}
+	return nil
+}
+
+// ValidateBranches checks a branch stack alone: the rules of Validate
+// that do not involve the mountpoint.
+func ValidateBranches(branches []Branch) error {
+	_, err := specResolveBranches(branches)
+	return err
+}
+
+// CanonicalBranches returns branches with their paths made absolute and
+// free of symlinks, which is how they are handed to Mount.
+func CanonicalBranches(branches []Branch) ([]Branch, error) {
+	return specResolveBranches(branches)
+}
+
+// specResolveBranches checks the stack and returns it with resolved paths.
+func specResolveBranches(branches []Branch) ([]Branch, error) {
+	if len(branches) == 0 {
+		return nil, specBadf("no branches given (want dirs=BR[=MODE]:...)")
+	}
+	out := make([]Branch, len(branches))
+	for i, b := range branches {
+		switch b.Mode {
+		case RW:
+			if i != 0 {
+				return nil, specBadf("branch %s: only the top branch may be rw", b.Path)
+			}
+		case RO, RR:
+		default:
+			return nil, specBadf("branch %s: unknown mode %d", b.Path, b.Mode)
+		}
+		p, err := specResolveDir("branch", b.Path)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = Branch{Path: p, Mode: b.Mode}
+	}
+	for i := range out {
+		for j := range i {
+			a, b := out[j], out[i]
+			switch {
+			case a.Path == b.Path || specSameFile(a.Path, b.Path):
+				return nil, specBadf("branch %s given twice (as %s and %s)", a.Path, branches[j].Path, branches[i].Path)
+			case specInside(b.Path, a.Path):
+				return nil, specBadf("branch %s is inside branch %s (nested branches)", branches[i].Path, branches[j].Path)
+			case specInside(a.Path, b.Path):
+				return nil, specBadf("branch %s is inside branch %s (nested branches)", branches[j].Path, branches[i].Path)
+			}
+		}
+	}
+	return out, nil
+}
+
+// specResolveDir resolves p to an absolute path without symlinks and
+// checks that it is a directory; what names p in errors.
+func specResolveDir(what, p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", specBadf("%s %s: %v", what, p, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", specResolveErr(what, p, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", specResolveErr(what, p, err)
+	}
+	if !fi.IsDir() {
+		return "", specBadf("%s %s: not a directory", what, p)
+	}
+	// Open it too: a dead FUSE mount answers stat from the cache.
+	d, err := os.Open(real)
+	if err != nil {
+		return "", specResolveErr(what, p, err)
+	}
+	d.Close()
+	return real, nil
+}
+
+// specResolveErr describes why the directory p could not be used.
+func specResolveErr(what, p string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return specBadf("%s %s: %v", what, p, err)
+	}
+	switch errno {
+	case syscall.ENOENT:
+		return specBadf("%s %s: no such directory", what, p)
+	case syscall.ENOTCONN, syscall.ECONNABORTED:
+		return specBadf("%s %s: %v (a FUSE mount whose daemon died: unionctl umount it)", what, p, errno)
+	}
+	return specBadf("%s %s: %v", what, p, errno)
+}
+
+// specInside says whether path lies strictly inside dir (both clean and
+// absolute).
+func specInside(path, dir string) bool {
+	if dir == "/" {
+		return path != "/"
+	}
+	return strings.HasPrefix(path, dir+"/")
+}
+
+// specSameFile says whether a and b are the same directory (bind mounts).
+func specSameFile(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
