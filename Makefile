@@ -9,12 +9,21 @@ STATICCHECK_VERSION := v0.8.2
 DEB_PACKAGES := jq busybox-static fuse3 fuse-overlayfs unionfs-fuse attr e2fsprogs xfsprogs fio util-linux kmod
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build demo test deps godeps lint unit bench clean
+.PHONY: all build install demo test deps godeps lint unit bench clean
 
 all: build
 
 build:
 	$(GO) build -o $(UNIONCTL) ./cmd/unionctl
+
+# install puts unionctl in PATH and links it where mount(8) and
+# mount.fuse3 look for the helper of "-t fuse3.unionctl" (mount(8) clears
+# PATH; mount.fuse3 runs "fuse3.unionctl" through /bin/sh's default PATH).
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(UNIONCTL) $(PREFIX)/bin/unionctl
+	ln -sf $(PREFIX)/bin/unionctl $(PREFIX)/sbin/fuse3.unionctl
+	ln -sf $(PREFIX)/bin/unionctl /sbin/mount.fuse3.unionctl
 
 # deps installs the Debian packages the tests need, when missing.
 deps:

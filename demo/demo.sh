@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /var/tmp/unionstack-demo.XXXXXX)
 mounts=()
 cleanup() {
-  for m in "${mounts[@]}"; do "$unionctl" --root "$work/store" image umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
   "$unionctl" umount "$work/aufs/mnt" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -51,18 +51,35 @@ run ls "$work/rootfs/etc"
 run "$unionctl" --root "$work/store" image umount "$work/rootfs"
 mounts=()
 
-for drv in overlay fuse; do
-  if ! "$unionctl" --root "$work/store-$drv" driver ls 2>/dev/null | grep -q "^$drv .*yes"; then
+for drv in vfs overlay fuse; do
+  usable=$("$unionctl" --root "$work/store" driver ls --json | jq -r ".[] | select(.name == \"$drv\") | .usable")
+  if [ "$usable" != true ]; then
+    echo "driver $drv cannot run here: $("$unionctl" --root "$work/store" driver ls --json | jq -r ".[] | select(.name == \"$drv\") | .reason")"
     continue
   fi
-  step "driver $drv: import, mount rootfs, copy-up"
-  run "$unionctl" --root "$work/store-$drv" --driver "$drv" image import "$work/image"
+  u=("$unionctl" --root "$work/store" --driver "$drv")
+  step "driver $drv: a container's rootfs, and one file's copy-up"
+  [ "$drv" = vfs ] || run "${u[@]}" image import "$work/image"
+  run "${u[@]}" container create demo busybox-demo:latest
   mkdir -p "$work/rootfs-$drv"
-  run "$unionctl" --root "$work/store-$drv" --driver "$drv" image mount busybox-demo:latest "$work/rootfs-$drv"
+  run "${u[@]}" container mount demo "$work/rootfs-$drv"
+  mounts+=("$work/rootfs-$drv")
+  echo "mounted as: $(grep -F " $work/rootfs-$drv " /proc/mounts | cut -d' ' -f1,3 | head -1)"
+  run cat "$work/rootfs-$drv/etc/motd"
+  printf '$ echo "written in the container" >> etc/motd\n'
+  echo "written in the container" >> "$work/rootfs-$drv/etc/motd"
+  run cat "$work/rootfs-$drv/etc/motd"
+  run "${u[@]}" container umount "$work/rootfs-$drv"
+  mounts=()
+  echo "the container's layer (its diff) now holds the copied-up file:"
+  "${u[@]}" layer diff demo | tar -tvf - | sed 's/^/  /'
+  echo "and the image's layer is untouched:"
+  run "${u[@]}" image mount busybox-demo:latest "$work/rootfs-$drv"
   mounts+=("$work/rootfs-$drv")
   run cat "$work/rootfs-$drv/etc/motd"
-  run "$unionctl" --root "$work/store-$drv" --driver "$drv" image umount "$work/rootfs-$drv"
+  run "${u[@]}" image umount "$work/rootfs-$drv"
   mounts=()
+  run "${u[@]}" container rm demo
 done
 
 step "aufs, the classic walkthrough: unionctl mount dirs=./home:./company ./mnt"

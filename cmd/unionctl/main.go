@@ -55,7 +55,7 @@ var rootCmd = &cobra.Command{
 func init() {
 	pf := rootCmd.PersistentFlags()
 	pf.StringVar(&global.root, "root", "/var/lib/unionstack", "directory holding the layer store")
-	pf.StringVar(&global.driver, "driver", "vfs", "storage driver (see `unionctl driver ls`)")
+	pf.StringVar(&global.driver, "driver", "vfs", "storage driver: vfs, overlay or fuse (unionctl driver ls tells which run here)")
 	pf.StringSliceVar(&global.driverOpts, "driver-opt", nil, "driver option key=value (repeatable)")
 	rootCmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 }
