@@ -345,16 +345,30 @@ func specResolveBranches(branches []Branch) ([]Branch, error) {
 		}
 		out[i] = Branch{Path: p, Mode: b.Mode}
 	}
-	for i := range out {
-		for j := range i {
-			a, b := out[j], out[i]
-			switch {
-			case a.Path == b.Path || specSameFile(a.Path, b.Path):
-				return nil, specBadf("branch %s given twice (as %s and %s)", a.Path, branches[j].Path, branches[i].Path)
-			case specInside(b.Path, a.Path):
+	// Each branch is stat'ed once and its ancestors looked up in a map, so
+	// a stack of hundreds of branches validates in linear time.
+	type fileID struct{ dev, ino uint64 }
+	byID := make(map[fileID]int, len(out))
+	byPath := make(map[string]int, len(out))
+	for i, b := range out {
+		var st syscall.Stat_t
+		if err := syscall.Stat(b.Path, &st); err != nil {
+			return nil, specResolveErr("branch", branches[i].Path, err)
+		}
+		id := fileID{uint64(st.Dev), st.Ino}
+		if j, dup := byID[id]; dup {
+			return nil, specBadf("branch %s given twice (as %s and %s)", out[j].Path, branches[j].Path, branches[i].Path)
+		}
+		byID[id] = i
+		byPath[b.Path] = i
+	}
+	for i, b := range out {
+		for dir := filepath.Dir(b.Path); ; dir = filepath.Dir(dir) {
+			if j, ok := byPath[dir]; ok {
 				return nil, specBadf("branch %s is inside branch %s (nested branches)", branches[i].Path, branches[j].Path)
-			case specInside(a.Path, b.Path):
-				return nil, specBadf("branch %s is inside branch %s (nested branches)", branches[j].Path, branches[i].Path)
+			}
+			if dir == "/" || dir == "." {
+				break
 			}
 		}
 	}
@@ -412,9 +426,3 @@ func specInside(path, dir string) bool {
 	return strings.HasPrefix(path, dir+"/")
 }
 
-// specSameFile says whether a and b are the same directory (bind mounts).
-func specSameFile(a, b string) bool {
-	fa, err1 := os.Stat(a)
-	fb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
-}

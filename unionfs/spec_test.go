@@ -235,13 +235,3 @@ func TestDaemonEscapePath(t *testing.T) {
 		t.Error("two long mountpoints share a state dir")
 	}
 }
-
-func TestParseMountinfoLine(t *testing.T) {
-	e, ok := daemonParseMountinfoLine(`42 27 0:39 / /tmp/a\040b rw,nosuid shared:1 - fuse.unionctl unionctl rw,user_id=0`)
-	if !ok || e.Mountpoint != "/tmp/a b" || e.FSType != "fuse.unionctl" || e.Source != "unionctl" {
-		t.Errorf("got %+v, %v", e, ok)
-	}
-	if _, ok := daemonParseMountinfoLine("garbage"); ok {
-		t.Error("garbage parsed")
-	}
-}

@@ -155,25 +155,32 @@ func CheckSameTree(t testing.TB, got, want string, opts ManifestOptions) {
 		t.Errorf("manifest of %s: %v", want, err)
 		return
 	}
+	diffs := DiffManifests(w, g)
+	if len(diffs) > 0 {
+		t.Errorf("tree %s differs from %s:\n%s", got, want, strings.Join(diffs, "\n"))
+	}
+}
+
+// DiffManifests lists the lines of two manifests that differ: those of
+// want missing from got, then those of got that want lacks.
+func DiffManifests(want, got []string) []string {
 	inG, inW := map[string]bool{}, map[string]bool{}
-	for _, l := range g {
+	for _, l := range got {
 		inG[l] = true
 	}
-	for _, l := range w {
+	for _, l := range want {
 		inW[l] = true
 	}
 	var diffs []string
-	for _, l := range w {
+	for _, l := range want {
 		if !inG[l] {
 			diffs = append(diffs, "  missing: "+l)
 		}
 	}
-	for _, l := range g {
+	for _, l := range got {
 		if !inW[l] {
 			diffs = append(diffs, "  extra:   "+l)
 		}
 	}
-	if len(diffs) > 0 {
-		t.Errorf("tree %s differs from %s:\n%s", got, want, strings.Join(diffs, "\n"))
-	}
+	return diffs
 }
