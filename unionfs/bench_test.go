@@ -1,0 +1,203 @@
+package unionfs
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/unionstack/unionstack/internal/testenv"
+)
+
+// benchPair is the same rw-over-ro branch layout mounted twice: through
+// kernel overlayfs (the peer) and through unionfs.
+type benchPair struct {
+	overlay, union string
+	lower          [2]string // lower dir of each mount, for fixtures
+}
+
+// newBenchPair mounts both; fill is called on each lower dir first.
+func newBenchPair(b *testing.B, fill func(lower string)) *benchPair {
+	b.Helper()
+	needFUSE(b)
+	bp := &benchPair{}
+	for i, kind := range []string{"overlay", "unionfs"} {
+		dir := b.TempDir()
+		lo, up, work, mnt := filepath.Join(dir, "lo"), filepath.Join(dir, "up"), filepath.Join(dir, "work"), filepath.Join(dir, "mnt")
+		for _, d := range []string{lo, up, work, mnt} {
+			if err := os.Mkdir(d, 0755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		fill(lo)
+		bp.lower[i] = lo
+		if kind == "overlay" {
+			out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lo+",upperdir="+up+",workdir="+work, mnt).CombinedOutput()
+			testenv.Need(b, err == nil, fmt.Sprintf("kernel overlayfs mount: %v %s", err, out))
+			b.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+			bp.overlay = mnt
+			continue
+		}
+		srv, err := Mount([]Branch{{Path: up, Mode: RW}, {Path: lo, Mode: RO}}, mnt, Options{Passthrough: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = srv.Unmount() })
+		bp.union = mnt
+	}
+	return bp
+}
+
+// compare times op on both mounts b.N times and reports the unionfs
+// speed as a ratio to kernel overlayfs (1.0 = as fast).
+func (bp *benchPair) compare(b *testing.B, op func(b *testing.B, mnt string, i int)) {
+	bp.compareWithSetup(b, nil, op)
+}
+
+// compareWithSetup is compare with an untimed setup(lowerDir, i) before
+// each timed op.
+func (bp *benchPair) compareWithSetup(b *testing.B, setup func(lower string, i int), op func(b *testing.B, mnt string, i int)) {
+	var tOv, tUn time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k, m := range []string{bp.overlay, bp.union} {
+			if setup != nil {
+				setup(bp.lower[k], i)
+			}
+			s := time.Now()
+			op(b, m, i)
+			if k == 0 {
+				tOv += time.Since(s)
+			} else {
+				tUn += time.Since(s)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(tOv)/float64(tUn), "ratio-to-overlay")
+	b.ReportMetric(float64(tUn.Nanoseconds())/float64(b.N), "unionfs-ns/op")
+	b.ReportMetric(float64(tOv.Nanoseconds())/float64(b.N), "overlay-ns/op")
+}
+
+func makeFile(b *testing.B, p string, size int) {
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	for size > 0 {
+		n := min(size, len(buf))
+		if _, err := f.Write(buf[:n]); err != nil {
+			b.Fatal(err)
+		}
+		size -= n
+	}
+	f.Close()
+}
+
+// BenchmarkSeqReadLower reads a 128 MiB lower file sequentially.
+func BenchmarkSeqReadLower(b *testing.B) {
+	bp := newBenchPair(b, func(lo string) { makeFile(b, filepath.Join(lo, "big"), 128<<20) })
+	buf := make([]byte, 1<<20)
+	bp.compare(b, func(b *testing.B, mnt string, _ int) {
+		f, err := os.Open(filepath.Join(mnt, "big"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, f, buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	})
+}
+
+// BenchmarkSeqReadUpper reads a 128 MiB file of the rw branch.
+func BenchmarkSeqReadUpper(b *testing.B) {
+	bp := newBenchPair(b, func(string) {})
+	for _, m := range []string{bp.overlay, bp.union} {
+		makeFile(b, filepath.Join(m, "big"), 128<<20)
+	}
+	buf := make([]byte, 1<<20)
+	bp.compare(b, func(b *testing.B, mnt string, _ int) {
+		f, err := os.Open(filepath.Join(mnt, "big"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, f, buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	})
+}
+
+// BenchmarkStatWalk lstat()s a lower tree of 5000 files (warm after the
+// first round).
+func BenchmarkStatWalk(b *testing.B) {
+	bp := newBenchPair(b, func(lo string) {
+		for d := 0; d < 50; d++ {
+			dir := filepath.Join(lo, fmt.Sprintf("d%02d", d))
+			_ = os.Mkdir(dir, 0755)
+			for f := 0; f < 100; f++ {
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", f)), nil, 0644); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	bp.compare(b, func(b *testing.B, mnt string, _ int) {
+		n := 0
+		err := filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if _, err := os.Lstat(p); err != nil {
+				return err
+			}
+			n++
+			return nil
+		})
+		if err != nil || n != 5051 {
+			b.Fatalf("walk: %d entries, %v", n, err)
+		}
+	})
+}
+
+// BenchmarkCreateUnlink creates then removes 1000 files.
+func BenchmarkCreateUnlink(b *testing.B) {
+	bp := newBenchPair(b, func(string) {})
+	bp.compare(b, func(b *testing.B, mnt string, i int) {
+		dir := filepath.Join(mnt, fmt.Sprintf("r%d", i))
+		if err := os.Mkdir(dir, 0755); err != nil {
+			b.Fatal(err)
+		}
+		for f := 0; f < 1000; f++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d", f)), nil, 0644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkCopyUp opens a fresh 64 MiB lower file for writing.
+func BenchmarkCopyUp(b *testing.B) {
+	bp := newBenchPair(b, func(string) {})
+	setup := func(lower string, i int) {
+		makeFile(b, filepath.Join(lower, fmt.Sprintf("c%d", i)), 64<<20)
+	}
+	bp.compareWithSetup(b, setup, func(b *testing.B, mnt string, i int) {
+		f, err := os.OpenFile(filepath.Join(mnt, fmt.Sprintf("c%d", i)), os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	})
+}

@@ -1,0 +1,121 @@
+package unionfs
+
+import (
+	"fmt"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+// AddBranch inserts a read-only (RO or RR) branch at index of the live
+// stack (0 is the top), below the rw branch, as aufs's remount add:
+// does. The kernel's caches are dropped so the new stack shows.
+func (s *Server) AddBranch(b Branch, index int) error {
+	u := s.u
+	if b.Mode == RW {
+		return fmt.Errorf("add branch %s: only ro or rr branches can be added", b.Path)
+	}
+	path := filepath.Clean(b.Path)
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fmt.Errorf("add branch %s: %w", b.Path, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return fmt.Errorf("add branch %s: not a directory", b.Path)
+	}
+	u.ns.Lock()
+	if index < 0 || index > len(u.branches) || (u.rw != nil && index == 0) {
+		u.ns.Unlock()
+		return fmt.Errorf("add branch %s: index %d out of range (1..%d)", b.Path, index, len(u.branches))
+	}
+	for _, x := range u.branches {
+		if x.path == path {
+			u.ns.Unlock()
+			return fmt.Errorf("add branch %s: already in the stack", b.Path)
+		}
+	}
+	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev)}
+	brs := append([]*branch(nil), u.branches[:index]...)
+	brs = append(brs, nb)
+	brs = append(brs, u.branches[index:]...)
+	u.branches = brs
+	u.gen.Add(1)
+	u.ns.Unlock()
+	s.invalidate(nb)
+	return nil
+}
+
+// DelBranch removes the branch at path from the live stack. The rw
+// branch, the last branch and a branch with open files are refused.
+func (s *Server) DelBranch(path string) error {
+	u := s.u
+	path = filepath.Clean(path)
+	u.ns.Lock()
+	idx := -1
+	for i, x := range u.branches {
+		if x.path == path {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		u.ns.Unlock()
+		return fmt.Errorf("del branch %s: not in the stack", path)
+	}
+	b := u.branches[idx]
+	if b == u.rw {
+		u.ns.Unlock()
+		return fmt.Errorf("del branch %s: it is the rw branch", path)
+	}
+	if len(u.branches) == 1 {
+		u.ns.Unlock()
+		return fmt.Errorf("del branch %s: it is the only branch", path)
+	}
+	u.stateMu.Lock()
+	open := b.open
+	u.stateMu.Unlock()
+	if open > 0 {
+		u.ns.Unlock()
+		return fmt.Errorf("del branch %s: %d open files: %w", path, open, syscall.EBUSY)
+	}
+	brs := append([]*branch(nil), u.branches[:idx]...)
+	u.branches = append(brs, u.branches[idx+1:]...)
+	u.gen.Add(1)
+	u.ns.Unlock()
+	s.invalidate(b)
+	return nil
+}
+
+// invalidate drops the kernel's cached names, attributes and pages of
+// every known node, and the (possibly negative) names that branch b,
+// added or removed, has in each known directory, so the changed stack
+// shows at once.
+func (s *Server) invalidate(b *branch) {
+	seen := map[*fs.Inode]bool{}
+	var walk func(n *fs.Inode, rel string)
+	walk = func(n *fs.Inode, rel string) {
+		if seen[n] {
+			return
+		}
+		seen[n] = true
+		_ = n.NotifyContent(0, 0)
+		if n.Mode()&syscall.S_IFMT == syscall.S_IFDIR {
+			ents, _ := readBranchDir(b.join(rel))
+			for _, d := range ents {
+				name := d.name
+				if name == opqMarker {
+					continue
+				}
+				if isWhiteoutName(name) {
+					name = name[len(whPrefix):]
+				}
+				_ = n.NotifyEntry(name)
+			}
+		}
+		for name, ch := range n.Children() {
+			_ = n.NotifyEntry(name)
+			walk(ch, joinRel(rel, name))
+		}
+	}
+	walk(s.u.root.EmbeddedInode(), "")
+}

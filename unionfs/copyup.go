@@ -1,0 +1,324 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// copyUp makes sure n lives in the rw branch. A file's data (when
+// withData) is copied into a temporary name in the work directory and
+// renamed into place, so a crash never leaves a partial file visible.
+func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno {
+	if u.rw == nil {
+		return syscall.EROFS
+	}
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+
+	u.ns.RLock()
+	e, rel, errno := n.resolve()
+	u.ns.RUnlock()
+	if errno != 0 {
+		return errno
+	}
+	if e.top == u.rw {
+		return 0
+	}
+	if e.isDir() {
+		u.ns.Lock()
+		defer u.ns.Unlock()
+		_, errno := u.copyUpDir(n)
+		return errno
+	}
+	tmp, errno := u.copyToTemp(e.top.join(rel), &e.st, withData)
+	if errno != 0 {
+		return errno
+	}
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	e2, rel2, errno := n.resolve()
+	if errno == 0 && e2.top == u.rw {
+		_ = os.RemoveAll(tmp)
+		return 0
+	}
+	if errno != 0 {
+		_ = os.RemoveAll(tmp)
+		return errno
+	}
+	var parentOrigin *syscall.Stat_t
+	if _, parent := n.parentNode(); parent != nil {
+		if parentOrigin, errno = u.copyUpDir(parent); errno != 0 {
+			_ = os.RemoveAll(tmp)
+			return errno
+		}
+	}
+	dst := u.rw.join(rel2)
+	if err := syscall.Rename(tmp, dst); err != nil {
+		_ = os.RemoveAll(tmp)
+		return errnoOf(err)
+	}
+	restoreTimes(filepath.Dir(dst), parentOrigin)
+	ne := &entry{top: u.rw}
+	if err := syscall.Lstat(dst, &ne.st); err != nil {
+		return errnoOf(err)
+	}
+	u.inos.setAlias(keyOf(&ne.st), n.ino)
+	n.mu.Lock()
+	n.e = ne
+	n.gen = u.gen.Load()
+	n.copyGen++
+	n.mu.Unlock()
+	return 0
+}
+
+// ensureUpperDir copies directory n (and its missing parents) up into the
+// rw branch with mode, owner, times and xattrs. The caller holds u.ns
+// exclusively.
+func (u *ufs) ensureUpperDir(n *node) syscall.Errno {
+	_, errno := u.copyUpDir(n)
+	return errno
+}
+
+// restoreTimes gives rw directory p the times of its origin, which the
+// copy-up of a child into it changed. A nil origin means p was not
+// copied up just now, and its times are left alone.
+func restoreTimes(p string, origin *syscall.Stat_t) {
+	if origin == nil {
+		return
+	}
+	ts := []unix.Timespec{unix.Timespec(origin.Atim), unix.Timespec(origin.Mtim)}
+	_ = unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyUpDir is ensureUpperDir; when it copied n just now it returns
+// the stat of n's origin.
+func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
+	e, rel, errno := n.resolve()
+	if errno != 0 {
+		return nil, errno
+	}
+	if e.top == u.rw {
+		return nil, 0
+	}
+	if !e.isDir() {
+		return nil, syscall.ENOTDIR
+	}
+	var parentOrigin *syscall.Stat_t
+	if _, parent := n.parentNode(); parent != nil {
+		if parentOrigin, errno = u.copyUpDir(parent); errno != 0 {
+			return nil, errno
+		}
+	}
+	tmp, errno := u.copyToTemp(e.top.join(rel), &e.st, false)
+	if errno != 0 {
+		return nil, errno
+	}
+	dst := u.rw.join(rel)
+	if err := syscall.Rename(tmp, dst); err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, errnoOf(err)
+	}
+	restoreTimes(filepath.Dir(dst), parentOrigin)
+	ne := &entry{top: u.rw, layers: append([]*branch{u.rw}, e.layers...)}
+	if err := syscall.Lstat(dst, &ne.st); err != nil {
+		return nil, errnoOf(err)
+	}
+	u.inos.setAlias(keyOf(&ne.st), n.ino)
+	n.setEntry(ne)
+	return &e.st, 0
+}
+
+// copyToTemp copies one object (not a directory's contents) from src to a
+// new temporary name in the work directory, with its metadata.
+func (u *ufs) copyToTemp(src string, st *syscall.Stat_t, withData bool) (string, syscall.Errno) {
+	tmp := u.tempName("cu")
+	if err := copyObject(src, tmp, st, withData); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", errnoOf(err)
+	}
+	return tmp, 0
+}
+
+// copyObject creates dst as a copy of src (not a directory's contents),
+// with its metadata.
+func copyObject(src, dst string, st *syscall.Stat_t, withData bool) error {
+	tmp := dst
+	var err error
+	switch st.Mode & syscall.S_IFMT {
+	case syscall.S_IFREG:
+		err = copyFileData(src, tmp, st, withData)
+	case syscall.S_IFDIR:
+		err = syscall.Mkdir(tmp, 0700)
+	case syscall.S_IFLNK:
+		var target string
+		if target, err = os.Readlink(src); err == nil {
+			err = syscall.Symlink(target, tmp)
+		}
+	default:
+		err = syscall.Mknod(tmp, st.Mode, int(st.Rdev))
+	}
+	if err == nil {
+		err = copyMeta(src, tmp, st)
+	}
+	return err
+}
+
+// copyFileData writes src's contents to a new file dst: a reflink where
+// the filesystem has one, else copy_file_range over the data extents
+// (holes stay holes), else read/write.
+func copyFileData(src, dst string, st *syscall.Stat_t, withData bool) error {
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if !withData || st.Size == 0 {
+		return nil
+	}
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+		return nil
+	}
+	if err := copyExtents(in, out, st.Size); err != nil {
+		return err
+	}
+	return out.Truncate(st.Size)
+}
+
+// copyExtents copies the data extents of in to the same offsets of out.
+func copyExtents(in, out *os.File, size int64) error {
+	ifd, ofd := int(in.Fd()), int(out.Fd())
+	off := int64(0)
+	for off < size {
+		data, err := unix.Seek(ifd, off, unix.SEEK_DATA)
+		if err != nil {
+			if errors.Is(err, unix.ENXIO) {
+				return nil // only a hole is left
+			}
+			data = off // SEEK_DATA unsupported: copy everything
+		}
+		hole, err := unix.Seek(ifd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = size
+		}
+		if hole > size {
+			hole = size
+		}
+		if err := copyRange(ifd, ofd, data, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return nil
+}
+
+func copyRange(ifd, ofd int, off, n int64) error {
+	for n > 0 {
+		ioff, ooff := off, off
+		c, err := unix.CopyFileRange(ifd, &ioff, ofd, &ooff, int(min(n, 1<<30)), 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				return copyRangeRW(ifd, ofd, off, n)
+			}
+			return err
+		}
+		if c == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(c)
+		n -= int64(c)
+	}
+	return nil
+}
+
+func copyRangeRW(ifd, ofd int, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		c, err := unix.Pread(ifd, buf[:min(n, int64(len(buf)))], off)
+		if err != nil {
+			return err
+		}
+		if c == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		if _, err := unix.Pwrite(ofd, buf[:c], off); err != nil {
+			return err
+		}
+		off += int64(c)
+		n -= int64(c)
+	}
+	return nil
+}
+
+// copyMeta gives dst the xattrs, owner, mode and times of src.
+func copyMeta(src, dst string, st *syscall.Stat_t) error {
+	if err := copyXattrs(src, dst); err != nil {
+		return err
+	}
+	if err := syscall.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		if err := syscall.Chmod(dst, st.Mode&07777); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{unix.Timespec(st.Atim), unix.Timespec(st.Mtim)}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func copyXattrs(src, dst string) error {
+	sz, err := unix.Llistxattr(src, nil)
+	if err != nil || sz == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(src, buf)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Split(string(buf[:sz]), "\x00") {
+		if name == "" {
+			continue
+		}
+		vsz, err := unix.Lgetxattr(src, name, nil)
+		if err != nil {
+			continue
+		}
+		val := make([]byte, vsz)
+		vsz, err = unix.Lgetxattr(src, name, val)
+		if err != nil {
+			continue
+		}
+		if err := unix.Lsetxattr(dst, name, val[:vsz], 0); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanWorkDir recreates the rw branch's work directory empty, removing
+// what an interrupted copy-up left behind.
+func cleanWorkDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Mkdir(dir, 0700)
+}

@@ -1,0 +1,215 @@
+package unionfs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+var (
+	_ fs.NodeCreater   = (*node)(nil)
+	_ fs.NodeMkdirer   = (*node)(nil)
+	_ fs.NodeMknoder   = (*node)(nil)
+	_ fs.NodeSymlinker = (*node)(nil)
+	_ fs.NodeLinker    = (*node)(nil)
+)
+
+// prepareCreate checks that name can be created in directory n and
+// copies n up. The caller holds u.ns exclusively. It returns n's
+// (upper) entry and relative path.
+func (n *node) prepareCreate(name string) (*entry, string, syscall.Errno) {
+	u := n.u
+	if errno := u.checkName(name); errno != 0 {
+		return nil, "", errno
+	}
+	pe, prel, errno := n.resolve()
+	if errno != 0 {
+		return nil, "", errno
+	}
+	if !pe.isDir() {
+		return nil, "", syscall.ENOTDIR
+	}
+	if _, errno := lookupIn(pe.layers, prel, name); errno == 0 {
+		return nil, "", syscall.EEXIST
+	}
+	if errno := u.ensureUpperDir(n); errno != 0 {
+		return nil, "", errno
+	}
+	pe, prel, errno = n.resolve()
+	return pe, prel, errno
+}
+
+// finishCreate removes a whiteout the new rw entry replaces and makes
+// its node. fresh says the rw entry is a new file (not a new name of
+// an old one), so it gets a new inode number.
+func (n *node) finishCreate(ctx context.Context, prel, name string, fresh bool, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	u := n.u
+	if errno := u.removeWhiteout(prel, name); errno != 0 {
+		return nil, errno
+	}
+	e := &entry{top: u.rw}
+	p := u.rw.join(joinRel(prel, name))
+	if err := syscall.Lstat(p, &e.st); err != nil {
+		return nil, errnoOf(err)
+	}
+	if e.isDir() {
+		e.layers = []*branch{u.rw}
+		pe, _, _ := n.resolve()
+		if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
+			e.layers = append(e.layers, le.layers...)
+		}
+	}
+	if fresh {
+		u.inos.fresh(keyOf(&e.st))
+	}
+	return u.childNode(ctx, n, e, out), 0
+}
+
+func chownCaller(ctx context.Context, p string) {
+	if c, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
+		_ = syscall.Lchown(p, int(c.Uid), int(c.Gid))
+	}
+}
+
+// Create makes a file in the rw branch and opens it.
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	u := n.u
+	u.ns.Lock()
+	_, prel, errno := n.prepareCreate(name)
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	p := u.rw.join(joinRel(prel, name))
+	fd, err := syscall.Open(p, backingFlags(flags)|syscall.O_CREAT|syscall.O_EXCL, mode)
+	if err != nil {
+		u.ns.Unlock()
+		return nil, nil, 0, errnoOf(err)
+	}
+	chownCaller(ctx, p)
+	ch, errno := n.finishCreate(ctx, prel, name, true, out)
+	u.ns.Unlock()
+	if errno != 0 {
+		syscall.Close(fd)
+		return nil, nil, 0, errno
+	}
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	gen := cn.copyGen
+	cn.mu.Unlock()
+	fh, fuseFlags := cn.newHandle(fd, p, gen, nil, flags)
+	return ch, fh, fuseFlags, 0
+}
+
+// Mkdir makes a directory in the rw branch. Where a lower branch has a
+// directory of that name (removed earlier, so whited out), the new one is
+// opaque: the old contents stay hidden.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	u := n.u
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	pe, prel, errno := n.prepareCreate(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	tmp := u.tempName("mkdir")
+	if err := syscall.Mkdir(tmp, mode); err != nil {
+		return nil, errnoOf(err)
+	}
+	chownCaller(ctx, tmp)
+	if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() {
+		if errno := makeOpaque(tmp); errno != 0 {
+			_ = os.RemoveAll(tmp)
+			return nil, errno
+		}
+	}
+	if err := syscall.Rename(tmp, u.rw.join(joinRel(prel, name))); err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, errnoOf(err)
+	}
+	return n.finishCreate(ctx, prel, name, true, out)
+}
+
+// Mknod makes a device node, fifo or socket in the rw branch.
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	u := n.u
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	_, prel, errno := n.prepareCreate(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	p := u.rw.join(joinRel(prel, name))
+	if err := syscall.Mknod(p, mode, int(rdev)); err != nil {
+		return nil, errnoOf(err)
+	}
+	chownCaller(ctx, p)
+	return n.finishCreate(ctx, prel, name, true, out)
+}
+
+// Symlink makes a symbolic link in the rw branch.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	u := n.u
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	_, prel, errno := n.prepareCreate(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	p := u.rw.join(joinRel(prel, name))
+	if err := syscall.Symlink(target, p); err != nil {
+		return nil, errnoOf(err)
+	}
+	chownCaller(ctx, p)
+	return n.finishCreate(ctx, prel, name, true, out)
+}
+
+// Link copies the target up and hard-links it in the rw branch.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	u := n.u
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if errno := u.checkName(name); errno != 0 {
+		return nil, errno
+	}
+	u.ns.Lock()
+	_, prel, errno := n.prepareCreate(name)
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, errno
+	}
+	if ok, errno := tn.linkTmpfile(u.rw.join(joinRel(prel, name))); ok {
+		defer u.ns.Unlock()
+		if errno != 0 {
+			return nil, errno
+		}
+		tn.closeTmpfile()
+		return n.finishCreate(ctx, prel, name, false, out)
+	}
+	u.ns.Unlock()
+	if errno := u.copyUp(ctx, tn, true); errno != 0 {
+		return nil, errno
+	}
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	_, prel, errno = n.prepareCreate(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	te, trel, errno := tn.resolve()
+	if errno != 0 {
+		return nil, errno
+	}
+	if te.top != u.rw {
+		return nil, syscall.EIO
+	}
+	if err := syscall.Link(te.top.join(trel), u.rw.join(joinRel(prel, name))); err != nil {
+		return nil, errnoOf(err)
+	}
+	return n.finishCreate(ctx, prel, name, false, out)
+}

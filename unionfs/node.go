@@ -1,0 +1,349 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// node is a file or directory of the union.
+type node struct {
+	fs.Inode
+	u   *ufs
+	ino uint64
+
+	// copyMu serializes copy-ups of this node.
+	copyMu sync.Mutex
+
+	mu         sync.Mutex // guards the fields below; a leaf lock
+	gen        uint64     // ufs.gen when e was computed
+	e          *entry     // where the node lives, nil when unknown
+	copyGen    uint64     // bumped when the node's backing file changes
+	cachedOpen int        // open handles in the kernel's cached io mode
+	ptOpen     int        // open handles in passthrough mode
+	tmpFd      int        // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
+	dirFds     []int      // descriptors held by open directory handles
+}
+
+var (
+	_ fs.NodeLookuper      = (*node)(nil)
+	_ fs.NodeGetattrer     = (*node)(nil)
+	_ fs.NodeSetattrer     = (*node)(nil)
+	_ fs.NodeStatfser      = (*node)(nil)
+	_ fs.NodeReadlinker    = (*node)(nil)
+	_ fs.NodeGetxattrer    = (*node)(nil)
+	_ fs.NodeSetxattrer    = (*node)(nil)
+	_ fs.NodeListxattrer   = (*node)(nil)
+	_ fs.NodeRemovexattrer = (*node)(nil)
+	_ fs.NodeOnForgetter   = (*node)(nil)
+)
+
+func (n *node) setEntry(e *entry) {
+	n.mu.Lock()
+	n.e = e
+	n.gen = n.u.gen.Load()
+	n.mu.Unlock()
+}
+
+func (n *node) parentNode() (string, *node) {
+	name, p := n.Parent()
+	if p == nil {
+		return "", nil
+	}
+	pn, _ := p.Operations().(*node)
+	return name, pn
+}
+
+// resolve finds where n lives now. The caller holds u.ns (shared or
+// exclusive). rel is n's path relative to every branch root.
+func (n *node) resolve() (*entry, string, syscall.Errno) {
+	if n == n.u.root {
+		n.mu.Lock()
+		e, gen := n.e, n.gen
+		n.mu.Unlock()
+		if e == nil || gen != n.u.gen.Load() {
+			e = n.u.rootEntry()
+			n.setEntry(e)
+		}
+		return e, "", 0
+	}
+	name, parent := n.parentNode()
+	if parent == nil {
+		return nil, "", syscall.ENOENT
+	}
+	pe, prel, errno := parent.resolve()
+	if errno != 0 {
+		return nil, "", errno
+	}
+	rel := joinRel(prel, name)
+	n.mu.Lock()
+	e := n.e
+	valid := e != nil && n.gen == n.u.gen.Load()
+	n.mu.Unlock()
+	if valid {
+		return e, rel, 0
+	}
+	e, errno = lookupIn(pe.layers, prel, name)
+	if errno != 0 {
+		return nil, "", errno
+	}
+	n.setEntry(e)
+	return e, rel, 0
+}
+
+// where resolves n under a shared namespace lock and returns its
+// entry and the path of its top-most copy.
+func (n *node) where() (*entry, string, syscall.Errno) {
+	n.u.ns.RLock()
+	defer n.u.ns.RUnlock()
+	e, rel, errno := n.resolve()
+	if errno != 0 {
+		return nil, "", errno
+	}
+	return e, e.top.join(rel), 0
+}
+
+func (u *ufs) rootEntry() *entry {
+	e := &entry{top: u.branches[0], layers: append([]*branch(nil), u.branches...)}
+	_ = syscall.Lstat(e.top.path, &e.st)
+	return e
+}
+
+// Lookup finds name through the stack.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(name) > n.u.nameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if isWhiteoutName(name) {
+		return nil, syscall.ENOENT
+	}
+	n.u.ns.RLock()
+	defer n.u.ns.RUnlock()
+	pe, prel, errno := n.resolve()
+	if errno != 0 {
+		return nil, errno
+	}
+	if !pe.isDir() {
+		return nil, syscall.ENOTDIR
+	}
+	e, errno := lookupIn(pe.layers, prel, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.u.childNode(ctx, n, e, out), 0
+}
+
+// childNode makes (or finds) the node of e, a child of parent.
+func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, out *fuse.EntryOut) *fs.Inode {
+	ino := u.inos.get(keyOf(&e.st))
+	out.Attr.FromStat(&e.st)
+	out.Attr.Ino = ino
+	u.setTimeouts(out)
+	return u.newNode(ctx, parent.EmbeddedInode(), ino, e)
+}
+
+func (u *ufs) setTimeouts(out *fuse.EntryOut) {
+	out.SetEntryTimeout(u.opts.EntryTimeout)
+	out.SetAttrTimeout(u.opts.AttrTimeout)
+}
+
+// Getattr stats the top-most copy, or the open file.
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := f.(fileHandle); ok {
+		return h.base().getattr(out)
+	}
+	var st syscall.Stat_t
+	_, p, errno := n.where()
+	if errno == 0 {
+		errno = errnoOf(syscall.Lstat(p, &st))
+	}
+	if errno != 0 {
+		if !n.statOpenDir(&st) {
+			return errno
+		}
+	}
+	out.FromStat(&st)
+	out.SetTimeout(n.u.opts.AttrTimeout)
+	return 0
+}
+
+// upperPath copies n up and returns its path in the rw branch.
+func (n *node) upperPath(ctx context.Context, withData bool) (string, syscall.Errno) {
+	if errno := n.u.copyUp(ctx, n, withData); errno != 0 {
+		return "", errno
+	}
+	e, p, errno := n.where()
+	if errno != 0 {
+		return "", errno
+	}
+	if e.top != n.u.rw {
+		return "", syscall.EIO
+	}
+	return p, 0
+}
+
+// Setattr copies up and changes mode, owner, size or times.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := f.(fileHandle); ok && h.base().writable() {
+		if errno := h.base().setattr(in); errno != 0 {
+			return errno
+		}
+		errno := h.base().getattr(out)
+		out.Ino = n.ino
+		return errno
+	}
+	size, hasSize := in.GetSize()
+	p, errno := n.upperPath(ctx, !(hasSize && size == 0))
+	if errno != 0 {
+		return errno
+	}
+	if errno := setattrPath(p, in); errno != 0 {
+		return errno
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return errnoOf(err)
+	}
+	out.FromStat(&st)
+	out.Ino = n.ino
+	out.SetTimeout(n.u.opts.AttrTimeout)
+	return 0
+}
+
+func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+	if mode, ok := in.GetMode(); ok {
+		if err := syscall.Chmod(p, mode&07777); err != nil {
+			return errnoOf(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := syscall.Lchown(p, u, g); err != nil {
+			return errnoOf(err)
+		}
+	}
+	if sz, ok := in.GetSize(); ok {
+		if err := syscall.Truncate(p, int64(sz)); err != nil {
+			return errnoOf(err)
+		}
+	}
+	return utimesPath(p, in)
+}
+
+func utimesPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+	mt, mok := in.GetMTime()
+	at, aok := in.GetATime()
+	if !mok && !aok {
+		return 0
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = timespec(at, in.Valid&fuse.FATTR_ATIME_NOW != 0)
+	}
+	if mok {
+		ts[1] = timespec(mt, in.Valid&fuse.FATTR_MTIME_NOW != 0)
+	}
+	return errnoOf(unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+func timespec(t time.Time, now bool) unix.Timespec {
+	if now {
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.NsecToTimespec(t.UnixNano())
+}
+
+// Statfs reports the rw branch (the top branch of a read-only union),
+// with room left in the name limit for ".wh.".
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	b := n.u.rw
+	if b == nil {
+		b = n.u.branches[0]
+	}
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(b.path, &s); err != nil {
+		return errnoOf(err)
+	}
+	out.FromStatfsT(&s)
+	out.NameLen = uint32(n.u.nameMax)
+	return 0
+}
+
+// Readlink reads the top-most symlink.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	_, p, errno := n.where()
+	if errno != 0 {
+		return nil, errno
+	}
+	buf := make([]byte, 4096)
+	for {
+		sz, err := syscall.Readlink(p, buf)
+		if err != nil {
+			return nil, errnoOf(err)
+		}
+		if sz < len(buf) {
+			return buf[:sz], 0
+		}
+		buf = make([]byte, len(buf)*2)
+	}
+}
+
+// Getxattr reads an attribute of the top-most copy.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	_, p, errno := n.where()
+	if errno != 0 {
+		return 0, errno
+	}
+	sz, err := unix.Lgetxattr(p, attr, dest)
+	return uint32(sz), errnoOf(err)
+}
+
+// Listxattr lists the attributes of the top-most copy.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	_, p, errno := n.where()
+	if errno != 0 {
+		return 0, errno
+	}
+	sz, err := unix.Llistxattr(p, dest)
+	return uint32(sz), errnoOf(err)
+}
+
+// Setxattr copies up and sets an attribute.
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	p, errno := n.upperPath(ctx, true)
+	if errno != 0 {
+		return errno
+	}
+	return errnoOf(unix.Lsetxattr(p, attr, data, int(flags)))
+}
+
+// Removexattr copies up and removes an attribute.
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
+		return errno
+	}
+	p, errno := n.upperPath(ctx, true)
+	if errno != 0 {
+		return errno
+	}
+	return errnoOf(unix.Lremovexattr(p, attr))
+}
+
+// OnForget drops n from the live-node table.
+func (n *node) OnForget() {
+	n.u.forget(n)
+	n.closeTmpfile()
+}

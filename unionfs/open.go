@@ -1,0 +1,117 @@
+package unionfs
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+var (
+	_ fs.NodeOpener = (*node)(nil)
+)
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// openWrites reports whether an open with flags may change the file.
+func openWrites(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+}
+
+// backingFlags are the flags the daemon opens a backing file with: no
+// creation, no O_APPEND (the kernel sends explicit offsets), no O_DIRECT
+// (the page cache is the kernel's; alignment is the caller's problem on
+// the fuse side), never a controlling tty.
+func backingFlags(flags uint32) int {
+	f := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_APPEND | syscall.O_NOCTTY | syscall.O_DIRECT | syscall.O_TRUNC)
+	return f | syscall.O_CLOEXEC | syscall.O_NOFOLLOW
+}
+
+// Open copies the file up when the open can write, and returns a
+// handle; see newHandle for how passthrough is decided.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if openWrites(flags) {
+		if errno := n.u.copyUp(ctx, n, flags&syscall.O_TRUNC == 0); errno != 0 {
+			return nil, 0, errno
+		}
+	}
+	n.mu.Lock()
+	gen := n.copyGen
+	n.mu.Unlock()
+	e, p, errno := n.where()
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	upper := e.top == n.u.rw
+	if openWrites(flags) && !upper {
+		return nil, 0, syscall.EIO // never write a read-only branch
+	}
+	bflags := backingFlags(flags)
+	if !upper {
+		bflags = bflags&^syscall.O_ACCMODE | syscall.O_RDONLY
+	}
+	fd, err := syscall.Open(p, bflags, 0)
+	if err != nil {
+		return nil, 0, errnoOf(err)
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if err := syscall.Ftruncate(fd, 0); err != nil {
+			syscall.Close(fd)
+			return nil, 0, errnoOf(err)
+		}
+	}
+	var br *branch
+	if !upper {
+		br = e.top
+	}
+	fh, fuseFlags := n.newHandle(fd, p, gen, br, flags)
+	return fh, fuseFlags, 0
+}
+
+// newHandle wraps fd. Passthrough is decided per handle: only a file in
+// the rw branch may get one, and only while no handle of the node is in
+// the kernel's cached io mode (the kernel refuses to mix them). A handle
+// that cannot be cached while passthrough handles are open is direct io.
+// A lower (read-only) handle never gets passthrough: the kernel keeps one
+// backing file per inode, and it must never be the lower file once the
+// node is copied up.
+func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32) {
+	h := &handle{n: n, fd: fd, gen: gen, br: br, flags: flags}
+	if br != nil {
+		n.u.branchOpen(br, 1)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 {
+		// The kernel shares the first passthrough descriptor among all
+		// handles of the inode, so it must be able to write.
+		if flags&syscall.O_ACCMODE != syscall.O_RDWR {
+			rw, err := syscall.Open(path, backingFlags(flags)&^syscall.O_ACCMODE|syscall.O_RDWR, 0)
+			if err == nil {
+				syscall.Close(h.fd)
+				h.fd = rw
+			}
+		}
+		if flags&syscall.O_ACCMODE == syscall.O_RDWR || h.fd != fd {
+			h.mode = modePassthrough
+			n.ptOpen++
+			return &ptHandle{h}, 0
+		}
+	}
+	if n.ptOpen > 0 {
+		h.mode = modeDirect
+		return h, fuse.FOPEN_DIRECT_IO
+	}
+	h.mode = modeCached
+	n.cachedOpen++
+	if br != nil {
+		// A lower file cannot change through the union before it is
+		// copied up, and a copy-up's writes go through this same page
+		// cache (they are cached too while this handle is open). An
+		// outside change is caught by the kernel's auto_inval_data.
+		return h, fuse.FOPEN_KEEP_CACHE
+	}
+	return h, 0
+}

@@ -1,0 +1,130 @@
+package unionfs
+
+import (
+	"context"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+var _ fs.NodeReaddirer = (*node)(nil)
+
+// dirent is one name of a merged listing.
+type dirent struct {
+	name string
+	ino  uint64
+	typ  uint8
+	br   *branch
+}
+
+// readBranchDir lists directory p of a branch (without . and ..).
+func readBranchDir(p string) ([]dirent, error) {
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	var out []dirent
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		b := buf[:n]
+		for len(b) > 0 {
+			d := (*syscall.Dirent)(unsafe.Pointer(&b[0]))
+			rec := int(d.Reclen)
+			nameb := b[19:rec]
+			l := 0
+			for l < len(nameb) && nameb[l] != 0 {
+				l++
+			}
+			name := string(nameb[:l])
+			b = b[rec:]
+			if name == "." || name == ".." {
+				continue
+			}
+			out = append(out, dirent{name: name, ino: d.Ino, typ: d.Type})
+		}
+	}
+}
+
+// mergedListing lists directory rel merged from layers (top first): the
+// top-most of each name wins, whiteouts hide names of the branches below
+// them and are never listed, nor is any .wh.* name.
+func mergedListing(layers []*branch, rel string) ([]dirent, syscall.Errno) {
+	seen := map[string]bool{}
+	hidden := map[string]bool{}
+	var out []dirent
+	for _, b := range layers {
+		ents, err := readBranchDir(b.join(rel))
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENOTDIR {
+				continue
+			}
+			return nil, errnoOf(err)
+		}
+		var wh []string
+		for _, d := range ents {
+			if isWhiteoutName(d.name) {
+				if b.searchesWhiteouts() {
+					wh = append(wh, d.name[len(whPrefix):])
+				}
+				continue
+			}
+			if seen[d.name] || hidden[d.name] {
+				continue
+			}
+			seen[d.name] = true
+			d.br = b
+			out = append(out, d)
+		}
+		for _, w := range wh {
+			hidden[w] = true
+		}
+	}
+	return out, 0
+}
+
+// mergedNames lists the visible names of directory rel.
+func mergedNames(layers []*branch, rel string) ([]string, syscall.Errno) {
+	ents, errno := mergedListing(layers, rel)
+	if errno != 0 {
+		return nil, errno
+	}
+	names := make([]string, len(ents))
+	for i, d := range ents {
+		names[i] = d.name
+	}
+	return names, 0
+}
+
+// Readdir snapshots the merged listing when the directory is read first;
+// offsets are indexes into the snapshot, so seekdir/telldir are stable.
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	n.u.ns.RLock()
+	e, rel, errno := n.resolve()
+	if errno != 0 {
+		n.u.ns.RUnlock()
+		return nil, errno
+	}
+	ents, errno := mergedListing(e.layers, rel)
+	n.u.ns.RUnlock()
+	if errno != 0 {
+		return nil, errno
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.ino})
+	list = append(list, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1})
+	for _, d := range ents {
+		ino := n.u.inos.get(devIno{d.br.dev, d.ino})
+		list = append(list, fuse.DirEntry{Name: d.name, Ino: ino, Mode: uint32(d.typ) << 12})
+	}
+	return fs.NewListDirStream(list), 0
+}

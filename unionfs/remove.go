@@ -1,0 +1,103 @@
+package unionfs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+var (
+	_ fs.NodeUnlinker = (*node)(nil)
+	_ fs.NodeRmdirer  = (*node)(nil)
+)
+
+// Unlink removes the rw copy of name and writes a whiteout when a lower
+// branch still shows it.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, false)
+}
+
+// Rmdir removes an empty (in the union) directory: its rw part, then a
+// whiteout when a lower branch still has it.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, true)
+}
+
+func (n *node) remove(name string, dir bool) syscall.Errno {
+	u := n.u
+	if isWhiteoutName(name) {
+		return syscall.ENOENT
+	}
+	if u.rw == nil {
+		return syscall.EROFS
+	}
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	pe, prel, errno := n.resolve()
+	if errno != 0 {
+		return errno
+	}
+	e, errno := lookupIn(pe.layers, prel, name)
+	if errno != 0 {
+		return errno
+	}
+	if dir && !e.isDir() {
+		return syscall.ENOTDIR
+	}
+	if !dir && e.isDir() {
+		return syscall.EISDIR
+	}
+	if dir {
+		names, errno := mergedNames(e.layers, joinRel(prel, name))
+		if errno != 0 {
+			return errno
+		}
+		if len(names) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	_, hasLower := lowerHas(pe.layers, u.rw, prel, name)
+	if hasLower {
+		if errno := u.ensureUpperDir(n); errno != 0 {
+			return errno
+		}
+	}
+	if e.top == u.rw {
+		if errno := u.removeUpper(u.rw.join(joinRel(prel, name)), &e.st, dir); errno != 0 {
+			return errno
+		}
+	}
+	if hasLower {
+		if errno := u.writeWhiteout(prel, name); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
+
+// removeUpper removes an rw entry (a directory holding only whiteouts)
+// and forgets its inode key when the file is gone.
+func (u *ufs) removeUpper(p string, st *syscall.Stat_t, dir bool) syscall.Errno {
+	if dir {
+		if errno := clearWhiteouts(p); errno != 0 {
+			return errno
+		}
+		if err := syscall.Rmdir(p); err != nil {
+			return errnoOf(err)
+		}
+		u.inos.drop(keyOf(st))
+		return 0
+	}
+	if err := syscall.Unlink(p); err != nil {
+		return errnoOf(err)
+	}
+	if st.Nlink <= 1 {
+		u.inos.drop(keyOf(st))
+	}
+	return 0
+}
+
+// removeTree deletes an rw directory tree.
+func removeTree(p string) syscall.Errno { return errnoOf(os.RemoveAll(p)) }

@@ -1,0 +1,213 @@
+package unionfs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+)
+
+var _ fs.NodeRenamer = (*node)(nil)
+
+// Rename moves files and directories across branches (never EXDEV). The
+// source ends up in the rw branch under the new name; a lower directory
+// is copied up with its merged contents; the old name is whited out when
+// a lower branch still has it. RENAME_NOREPLACE is honoured;
+// RENAME_EXCHANGE gives EINVAL.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	u := n.u
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&^uint32(unix.RENAME_NOREPLACE) != 0 {
+		return syscall.EINVAL
+	}
+	if isWhiteoutName(name) {
+		return syscall.ENOENT
+	}
+	if errno := u.checkName(newName); errno != 0 {
+		return errno
+	}
+	// Copy a file's data up before taking the namespace lock.
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && ch.Mode()&syscall.S_IFMT != syscall.S_IFDIR {
+			if errno := u.copyUp(ctx, cn, true); errno != 0 {
+				return errno
+			}
+		}
+	}
+
+	u.ns.Lock()
+	defer u.ns.Unlock()
+	if errno := u.ensureUpperDir(n); errno != 0 {
+		return errno
+	}
+	if errno := u.ensureUpperDir(np); errno != 0 {
+		return errno
+	}
+	pe, prel, errno := n.resolve()
+	if errno != 0 {
+		return errno
+	}
+	ne, nrel, errno := np.resolve()
+	if errno != 0 {
+		return errno
+	}
+	se, errno := lookupIn(pe.layers, prel, name)
+	if errno != 0 {
+		return errno
+	}
+	de, derr := lookupIn(ne.layers, nrel, newName)
+	if derr == 0 {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return syscall.EEXIST
+		}
+		if keyOf(&se.st) == keyOf(&de.st) {
+			return 0 // two names of one file: nothing to do
+		}
+		if se.isDir() && !de.isDir() {
+			return syscall.ENOTDIR
+		}
+		if !se.isDir() && de.isDir() {
+			return syscall.EISDIR
+		}
+		if de.isDir() {
+			names, errno := mergedNames(de.layers, joinRel(nrel, newName))
+			if errno != 0 {
+				return errno
+			}
+			if len(names) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	_, srcHasLower := lowerHas(pe.layers, u.rw, prel, name)
+	dl, ok := lowerHas(ne.layers, u.rw, nrel, newName)
+	dstHasLowerDir := ok && dl.isDir()
+	srcPath := u.rw.join(joinRel(prel, name))
+	dstPath := u.rw.join(joinRel(nrel, newName))
+
+	if derr == 0 && de.top == u.rw {
+		if de.isDir() {
+			if errno := clearWhiteouts(dstPath); errno != 0 {
+				return errno
+			}
+		} else if de.st.Nlink <= 1 {
+			u.inos.drop(keyOf(&de.st))
+		}
+	}
+
+	switch {
+	case !se.isDir() && se.top != u.rw:
+		tmp, errno := u.copyToTemp(se.top.join(joinRel(prel, name)), &se.st, true)
+		if errno != 0 {
+			return errno
+		}
+		if err := syscall.Rename(tmp, dstPath); err != nil {
+			_ = os.RemoveAll(tmp)
+			return errnoOf(err)
+		}
+	case !se.isDir() || (se.top == u.rw && len(se.layers) == 1):
+		if err := syscall.Rename(srcPath, dstPath); err != nil {
+			return errnoOf(err)
+		}
+		if se.isDir() && dstHasLowerDir && !exists(dstPath+"/"+opqMarker) {
+			if errno := makeOpaque(dstPath); errno != 0 {
+				return errno
+			}
+		}
+	default:
+		// A directory with lower parts: copy its merged contents up.
+		tmp := u.tempName("mv")
+		if errno := u.copyTree(se, joinRel(prel, name), tmp); errno != 0 {
+			_ = os.RemoveAll(tmp)
+			return errno
+		}
+		if dstHasLowerDir {
+			if errno := makeOpaque(tmp); errno != 0 {
+				_ = os.RemoveAll(tmp)
+				return errno
+			}
+		}
+		if err := syscall.Rename(tmp, dstPath); err != nil {
+			_ = os.RemoveAll(tmp)
+			return errnoOf(err)
+		}
+		if se.top == u.rw {
+			if errno := removeTree(srcPath); errno != 0 {
+				return errno
+			}
+		}
+	}
+	if errno := u.removeWhiteout(nrel, newName); errno != 0 {
+		return errno
+	}
+	if srcHasLower {
+		if errno := u.writeWhiteout(prel, name); errno != 0 {
+			return errno
+		}
+	}
+
+	moved := &entry{top: u.rw}
+	if err := syscall.Lstat(dstPath, &moved.st); err != nil {
+		return errnoOf(err)
+	}
+	if ch := n.GetChild(name); ch != nil {
+		u.inos.setAlias(keyOf(&moved.st), ch.StableAttr().Ino)
+	} else {
+		u.inos.alias(keyOf(&se.st), keyOf(&moved.st))
+	}
+	if moved.isDir() {
+		moved.layers = []*branch{u.rw}
+		// Everything below may have moved branch: resolve afresh.
+		u.gen.Add(1)
+	}
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.mu.Lock()
+			if cn.e != nil && cn.e.top != u.rw {
+				cn.copyGen++
+			}
+			cn.e = moved
+			cn.gen = u.gen.Load()
+			cn.mu.Unlock()
+		}
+	}
+	return 0
+}
+
+// copyTree copies the merged directory e (at rel) into a new directory
+// dst, recursively, keeping inode numbers for the copies.
+func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
+	src := e.top.join(rel)
+	if err := syscall.Mkdir(dst, 0700); err != nil {
+		return errnoOf(err)
+	}
+	ents, errno := mergedListing(e.layers, rel)
+	if errno != 0 {
+		return errno
+	}
+	for _, d := range ents {
+		ce, errno := lookupIn(e.layers, rel, d.name)
+		if errno != 0 {
+			continue
+		}
+		cdst := dst + "/" + d.name
+		crel := joinRel(rel, d.name)
+		if ce.isDir() {
+			if errno := u.copyTree(ce, crel, cdst); errno != 0 {
+				return errno
+			}
+		} else if err := copyObject(ce.top.join(crel), cdst, &ce.st, true); err != nil {
+			return errnoOf(err)
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(cdst, &st) == nil {
+			u.inos.alias(keyOf(&ce.st), keyOf(&st))
+		}
+	}
+	return errnoOf(copyMeta(src, dst, &e.st))
+}

@@ -1,0 +1,166 @@
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Default cache lifetimes, used where Options leaves them zero.
+const (
+	DefaultEntryTimeout    = time.Second
+	DefaultAttrTimeout     = time.Second
+	DefaultNegativeTimeout = time.Second
+)
+
+// Server is a mounted union being served.
+type Server struct {
+	u          *ufs
+	fuse       *fuse.Server
+	mountpoint string
+}
+
+// openBranches checks every branch directory and records its device.
+func openBranches(branches []Branch) ([]*branch, *branch, error) {
+	if len(branches) == 0 {
+		return nil, nil, errors.New("no branches")
+	}
+	var out []*branch
+	var rw *branch
+	for i, b := range branches {
+		var st syscall.Stat_t
+		if err := syscall.Stat(b.Path, &st); err != nil {
+			return nil, nil, fmt.Errorf("branch %s: %w", b.Path, err)
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return nil, nil, fmt.Errorf("branch %s: not a directory", b.Path)
+		}
+		fd, err := syscall.Open(b.Path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("branch %s: %w", b.Path, err)
+		}
+		syscall.Close(fd)
+		br := &branch{path: b.Path, mode: b.Mode, dev: uint64(st.Dev)}
+		if b.Mode == RW {
+			if rw != nil {
+				return nil, nil, fmt.Errorf("branch %s: a second rw branch", b.Path)
+			}
+			if i != 0 {
+				return nil, nil, fmt.Errorf("branch %s: the rw branch must be on top", b.Path)
+			}
+			rw = br
+		}
+		out = append(out, br)
+	}
+	return out, rw, nil
+}
+
+// withDefaults fills unset options. A zero timeout means the default; a
+// negative one turns that cache off.
+func withDefaults(o Options) Options {
+	if o.EntryTimeout == 0 {
+		o.EntryTimeout = DefaultEntryTimeout
+	}
+	if o.AttrTimeout == 0 {
+		o.AttrTimeout = DefaultAttrTimeout
+	}
+	if o.NegativeTimeout == 0 {
+		o.NegativeTimeout = DefaultNegativeTimeout
+	}
+	for _, d := range []*time.Duration{&o.EntryTimeout, &o.AttrTimeout, &o.NegativeTimeout} {
+		if *d < 0 {
+			*d = 0
+		}
+	}
+	if o.FSName == "" {
+		o.FSName = "unionctl"
+	}
+	return o
+}
+
+// Mount mounts the union of branches (top first) on mountpoint and
+// returns once the mount is ready. Branches are expected validated
+// (see the spec parser); a branch that cannot be opened fails the call
+// and nothing is mounted.
+func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) {
+	opts = withDefaults(opts)
+	brs, rw, err := openBranches(branches)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	u := &ufs{opts: opts, branches: brs, rw: rw, inos: newInoMap(), nodes: map[uint64]*node{}, nameMax: 251}
+	top := brs[0]
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(top.path, &sfs); err == nil && sfs.Namelen > 4 {
+		u.nameMax = int(sfs.Namelen) - len(whPrefix)
+	}
+	if rw != nil {
+		if err := cleanWorkDir(u.workDir()); err != nil {
+			return nil, fmt.Errorf("mount %s: work dir: %w", mountpoint, err)
+		}
+	}
+	root := &node{u: u, ino: 1}
+	u.root = root
+	root.e = u.rootEntry()
+	u.inos.setAlias(keyOf(&root.e.st), 1)
+
+	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
+	mopts := fuse.MountOptions{
+		AllowOther:         opts.AllowOther || os.Geteuid() == 0,
+		FsName:             opts.FSName,
+		Name:               "unionctl",
+		Debug:              opts.Debug,
+		DirectMount:        true,
+		MaxWrite:           512 << 10,
+		MaxReadAhead:       512 << 10,
+		Options:            []string{"default_permissions"},
+		DisableReadDirPlus: true,
+	}
+	fsopts := &fs.Options{
+		MountOptions:    mopts,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		RootStableAttr:  &fs.StableAttr{Ino: 1},
+		// Report modes as the branches hold them: go-fuse would show a
+		// file of mode 0000 as 0644.
+		NullPermissions: true,
+	}
+	srv, err := fs.Mount(mountpoint, root, fsopts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	u.server = srv
+	tuneReadAhead(mountpoint)
+	return &Server{u: u, fuse: srv, mountpoint: mountpoint}, nil
+}
+
+// Wait blocks until the file system is unmounted.
+func (s *Server) Wait() { s.fuse.Wait() }
+
+// Unmount unmounts the union and waits for the serving to end.
+func (s *Server) Unmount() error {
+	if err := s.fuse.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+	}
+	return nil
+}
+
+// Mountpoint is where the union is mounted.
+func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// Branches lists the branches of the live stack, top first.
+func (s *Server) Branches() []Branch {
+	s.u.ns.RLock()
+	defer s.u.ns.RUnlock()
+	out := make([]Branch, len(s.u.branches))
+	for i, b := range s.u.branches {
+		out[i] = Branch{Path: b.path, Mode: b.mode}
+	}
+	return out
+}

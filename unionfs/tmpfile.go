@@ -1,0 +1,84 @@
+package unionfs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ fs.NodeTmpfiler = (*node)(nil)
+
+// Tmpfile makes an unnamed file (O_TMPFILE) in the rw copy of directory
+// n. It can be given a name later with linkat.
+func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	u := n.u
+	if u.rw == nil {
+		return nil, nil, 0, syscall.EROFS
+	}
+	u.ns.Lock()
+	if errno := u.ensureUpperDir(n); errno != 0 {
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	_, prel, errno := n.resolve()
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	bflags := backingFlags(flags) &^ syscall.O_NOFOLLOW
+	fd, err := syscall.Open(u.rw.join(prel), bflags|unix.O_TMPFILE, mode)
+	u.ns.Unlock()
+	if err != nil {
+		return nil, nil, 0, errnoOf(err)
+	}
+	if c, ok := fuse.FromContext(ctx); ok {
+		_ = syscall.Fchown(fd, int(c.Uid), int(c.Gid))
+	}
+	e := &entry{top: u.rw}
+	if err := syscall.Fstat(fd, &e.st); err != nil {
+		syscall.Close(fd)
+		return nil, nil, 0, errnoOf(err)
+	}
+	keep, err := syscall.Dup(fd)
+	if err != nil {
+		syscall.Close(fd)
+		return nil, nil, 0, errnoOf(err)
+	}
+	ino := u.inos.fresh(keyOf(&e.st))
+	out.Attr.FromStat(&e.st)
+	out.Attr.Ino = ino
+	u.setTimeouts(out)
+	ch := u.newNode(ctx, n.EmbeddedInode(), ino, e)
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	cn.tmpFd = keep + 1
+	cn.mu.Unlock()
+	fh, fuseFlags := cn.newHandle(fd, "/proc/self/fd/"+itoa(keep), 0, nil, flags)
+	return ch, fh, fuseFlags, 0
+}
+
+// linkTmpfile gives the unnamed file of n the rw path p. It reports
+// false when n is not an unnamed file.
+func (n *node) linkTmpfile(p string) (bool, syscall.Errno) {
+	n.mu.Lock()
+	fd := n.tmpFd - 1
+	n.mu.Unlock()
+	if fd < 0 {
+		return false, 0
+	}
+	return true, errnoOf(unix.Linkat(fd, "", unix.AT_FDCWD, p, unix.AT_EMPTY_PATH))
+}
+
+// closeTmpfile drops the descriptor kept for linking an unnamed file.
+func (n *node) closeTmpfile() {
+	n.mu.Lock()
+	fd := n.tmpFd - 1
+	n.tmpFd = 0
+	n.mu.Unlock()
+	if fd >= 0 {
+		syscall.Close(fd)
+	}
+}

@@ -1,0 +1,88 @@
+package unionfs
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// ufs is the state of one mounted union.
+type ufs struct {
+	opts Options
+
+	// ns orders changes of the namespace (anything that creates,
+	// removes or renames names in a branch, and branch changes) against
+	// lookups and listings, which take it shared.
+	ns       sync.RWMutex
+	branches []*branch // top first; guarded by ns
+	rw       *branch   // the writable branch, nil for a read-only union
+
+	gen     atomic.Uint64 // bumped when cached resolutions become invalid
+	inos    *inoMap
+	nameMax int // longest name accepted (branch limit minus len(".wh."))
+	tmpSeq  atomic.Uint64
+
+	nodesMu sync.Mutex
+	nodes   map[uint64]*node // live nodes by stable inode number
+
+	stateMu sync.Mutex // guards branch.open counters
+	root    *node
+	server  *fuse.Server
+}
+
+func (u *ufs) workDir() string { return u.rw.join(workName) }
+
+func (u *ufs) tempName(kind string) string {
+	return u.workDir() + "/" + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)
+}
+
+// newNode returns the node for stable number ino, reusing a live one.
+func (u *ufs) newNode(ctx context.Context, parent *fs.Inode, ino uint64, e *entry) *fs.Inode {
+	u.nodesMu.Lock()
+	if n, ok := u.nodes[ino]; ok {
+		u.nodesMu.Unlock()
+		n.setEntry(e)
+		return n.EmbeddedInode()
+	}
+	n := &node{u: u, ino: ino}
+	n.e = e
+	n.gen = u.gen.Load()
+	u.nodes[ino] = n
+	u.nodesMu.Unlock()
+	mode := e.st.Mode & syscall.S_IFMT
+	return parent.NewInode(ctx, n, fs.StableAttr{Mode: mode, Ino: ino})
+}
+
+func (u *ufs) forget(n *node) {
+	u.nodesMu.Lock()
+	if u.nodes[n.ino] == n {
+		delete(u.nodes, n.ino)
+	}
+	u.nodesMu.Unlock()
+}
+
+// checkName validates a name about to be created.
+func (u *ufs) checkName(name string) syscall.Errno {
+	if len(name) > u.nameMax {
+		return syscall.ENAMETOOLONG
+	}
+	if isWhiteoutName(name) {
+		return syscall.EPERM
+	}
+	if u.rw == nil {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+// branchOpen counts descriptors held in b, so DelBranch can refuse.
+func (u *ufs) branchOpen(b *branch, delta int) {
+	u.stateMu.Lock()
+	b.open += delta
+	u.stateMu.Unlock()
+}
