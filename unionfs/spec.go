@@ -425,4 +425,3 @@ func specInside(path, dir string) bool {
 	}
 	return strings.HasPrefix(path, dir+"/")
 }
-
