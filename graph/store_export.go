@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/unionstack/unionstack/graph/archive"
+	"github.com/unionstack/unionstack/internal/fsutil"
 )
 
 // ExportOptions tune an export.
@@ -172,7 +173,7 @@ func (s *Store) Export(ctx context.Context, ref, dir string, opts ExportOptions)
 	}
 	ldata, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
 	for name, data := range map[string][]byte{"index.json": idata, ocispec.ImageLayoutFile: ldata} {
-		if err := stWriteFileSync(filepath.Join(tmp, name), data); err != nil {
+		if err := fsutil.WriteFileSync(filepath.Join(tmp, name), data, 0o644); err != nil {
 			return Wrap(err, op, dir)
 		}
 	}
@@ -272,27 +273,10 @@ func (stNopWriteCloser) Close() error { return nil }
 // writeBlobBytes writes data as a blob of the layout under dir.
 func writeBlobBytes(dir string, data []byte, mediaType string) (ocispec.Descriptor, error) {
 	d := digest.FromBytes(data)
-	if err := stWriteFileSync(filepath.Join(dir, "blobs", "sha256", d.Encoded()), data); err != nil {
+	if err := fsutil.WriteFileSync(filepath.Join(dir, "blobs", "sha256", d.Encoded()), data, 0o644); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, nil
-}
-
-// stWriteFileSync writes a file and fsyncs it.
-func stWriteFileSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // ExportDockerArchive writes the image ref into w as a docker-save archive

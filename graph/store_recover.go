@@ -1,16 +1,16 @@
 package graph
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/unionstack/unionstack/internal/mountinfo"
 )
 
 // recover removes what an interrupted operation left behind, so that only
@@ -172,46 +172,15 @@ func (s *Store) cleanTmp() error {
 	return nil
 }
 
-// mountPointsUnder lists the mount points at or below dir, from
-// /proc/self/mountinfo.
+// storeMountPointsUnder lists the mount points at or below dir.
 func storeMountPointsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := mountinfo.Read(0)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := storeUnescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
+	for _, e := range mountinfo.Under(all, dir) {
+		out = append(out, e.MountPoint)
 	}
 	return out
-}
-
-// storeUnescapeMountinfo undoes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func storeUnescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

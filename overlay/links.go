@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/unionstack/unionstack/internal/fsutil"
 )
 
 // linkDirName is the directory of short links, linkFileName the file in a
@@ -47,7 +49,7 @@ func (b *backend) makeLink(id string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := writeFileSync(filepath.Join(b.snapshotDir(id), linkFileName), []byte(short)); err != nil {
+		if err := fsutil.WriteFileSync(filepath.Join(b.snapshotDir(id), linkFileName), []byte(short), 0o644); err != nil {
 			os.Remove(filepath.Join(b.root, linkDirName, short))
 			return "", err
 		}
@@ -114,21 +116,4 @@ func validShortID(s string) bool {
 		}
 	}
 	return true
-}
-
-// writeFileSync writes data to name and syncs it.
-func writeFileSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/unionstack/unionstack/graph"
 	"github.com/unionstack/unionstack/graph/graphtest"
+	"github.com/unionstack/unionstack/internal/fsutil"
 	"github.com/unionstack/unionstack/internal/testenv"
 )
 
@@ -88,12 +89,12 @@ func TestCopyTree(t *testing.T) {
 	}
 }
 
-// TestDiskUsage counts inodes (hard links once) and blocks.
+// TestDiskUsage counts inodes (hard links once) and blocks, as Usage does.
 func TestDiskUsage(t *testing.T) {
 	dir := t.TempDir()
 	graphtest.WriteTree(t, dir, graphtest.File("a", string(make([]byte, 100<<10)), 0o644),
 		graphtest.Hardlink("b", "a"), graphtest.Dir("d", 0o755), graphtest.Sparse("s", 1<<30, "x", 0o644, 0))
-	u, err := DiskUsage(context.Background(), dir)
+	u, err := fsutil.DiskUsage(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

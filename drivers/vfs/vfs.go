@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/unionstack/unionstack/graph"
+	"github.com/unionstack/unionstack/internal/fsutil"
 )
 
 // Name is the name vfs registers under.
@@ -147,8 +148,8 @@ func (b *Backend) Usage(ctx context.Context, s graph.Snapshot) (graph.Usage, err
 	if err := checkID("vfs usage", s.ID); err != nil {
 		return graph.Usage{}, err
 	}
-	u, err := DiskUsage(ctx, b.FSDir(s.ID))
-	return u, graph.Wrap(err, "vfs usage", s.ID)
+	u, err := fsutil.DiskUsage(ctx, b.FSDir(s.ID))
+	return graph.Usage{Inodes: u.Inodes, Size: u.Size}, graph.Wrap(err, "vfs usage", s.ID)
 }
 
 // Cleanup removes the data of every snapshot id not in live, and anything

@@ -16,32 +16,31 @@ type Usage struct {
 	Size   int64 // bytes of allocated blocks
 }
 
-// DiskUsage walks dir and counts its inodes (hard links once) and
-// allocated bytes (st_blocks * 512), without following symlinks.
+// DiskUsage walks dir and counts its inodes (each hard-linked inode once,
+// dir itself included) and the bytes they take on disk (st_blocks * 512),
+// without following symlinks.
 func DiskUsage(ctx context.Context, dir string) (Usage, error) {
-	type inode struct{ dev, ino uint64 }
-	seen := map[inode]bool{}
+	type fileID struct{ dev, ino uint64 }
 	var u Usage
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	seen := make(map[fileID]bool)
+	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: path, Err: err}
 		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok {
-			return errors.New("no stat data for " + path)
+		if st.Nlink > 1 && st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			id := fileID{uint64(st.Dev), st.Ino}
+			if seen[id] {
+				return nil
+			}
+			seen[id] = true
 		}
-		key := inode{uint64(st.Dev), st.Ino}
-		if seen[key] {
-			return nil
-		}
-		seen[key] = true
 		u.Inodes++
 		u.Size += st.Blocks * 512
 		return nil
@@ -64,4 +63,22 @@ func RemoveAll(path string) error {
 		return nil
 	})
 	return os.RemoveAll(path)
+}
+
+// WriteFileSync writes data to name and fsyncs it before closing, so the
+// content is on disk before a rename or a metadata record points to it.
+func WriteFileSync(name string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
