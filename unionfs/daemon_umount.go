@@ -75,8 +75,8 @@ func Umount(mountpoint string) error {
 			return st.remove()
 		}
 		// The daemon does not answer: unmount it ourselves; its Wait
-		// returns and it exits.
-		if uerr := unix.Unmount(mp, 0); uerr != nil {
+		// returns and it exits. EINVAL: it unmounted meanwhile.
+		if uerr := unix.Unmount(mp, 0); uerr != nil && !errors.Is(uerr, unix.EINVAL) {
 			return fmt.Errorf("umount %s: %v; unmount: %w", mountpoint, err, uerr)
 		}
 	}
