@@ -111,7 +111,10 @@ func (b *backend) Mounts(ctx context.Context, s graph.Snapshot) ([]graph.Mount, 
 	for _, p := range s.ParentIDs {
 		dirs = append(dirs, b.fsDir(p)+"=ro")
 	}
-	opts := []string{"dirs=" + strings.Join(dirs, ":")}
+	// Committed layers never change and the rw branch changes only
+	// through the mount, so the kernel may cache names and attributes
+	// for as long as it likes (aufs udba=none).
+	opts := []string{"dirs=" + strings.Join(dirs, ":"), "udba=none"}
 	if s.Kind == graph.KindView {
 		opts = append(opts, "ro")
 	}
