@@ -17,6 +17,7 @@ import (
 type benchPair struct {
 	overlay, union string
 	lower          [2]string // lower dir of each mount, for fixtures
+	srv            *Server   // the unionfs mount
 }
 
 // newBenchPair mounts both; fill is called on each lower dir first.
@@ -47,6 +48,7 @@ func newBenchPair(b *testing.B, fill func(lower string)) *benchPair {
 		}
 		b.Cleanup(func() { _ = srv.Unmount() })
 		bp.union = mnt
+		bp.srv = srv
 	}
 	return bp
 }
@@ -66,6 +68,9 @@ func (bp *benchPair) compareWithSetup(b *testing.B, setup func(lower string, i i
 		for k, m := range []string{bp.overlay, bp.union} {
 			if setup != nil {
 				setup(bp.lower[k], i)
+				if k == 1 {
+					bp.srv.Revalidate() // the lower branch changed from outside
+				}
 			}
 			s := time.Now()
 			op(b, m, i)

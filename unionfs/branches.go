@@ -36,11 +36,15 @@ func (s *Server) AddBranch(b Branch, index int) error {
 		}
 	}
 	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev)}
+	nb.cache = u.branchCache(nb)
 	brs := append([]*branch(nil), u.branches[:index]...)
 	brs = append(brs, nb)
 	brs = append(brs, u.branches[index:]...)
 	u.branches = brs
 	u.gen.Add(1)
+	if u.names != nil {
+		u.names.reset()
+	}
 	u.ns.Unlock()
 	s.invalidate(nb)
 	return nil
@@ -81,6 +85,9 @@ func (s *Server) DelBranch(path string) error {
 	brs := append([]*branch(nil), u.branches[:idx]...)
 	u.branches = append(brs, u.branches[idx+1:]...)
 	u.gen.Add(1)
+	if u.names != nil {
+		u.names.reset()
+	}
 	u.ns.Unlock()
 	s.invalidate(b)
 	return nil
@@ -118,4 +125,13 @@ func (s *Server) invalidate(b *branch) {
 		}
 	}
 	walk(s.u.root.EmbeddedInode(), "")
+}
+
+// Revalidate forgets the cached names of the read-only branches, so a
+// change made to them from outside shows in new lookups at once instead
+// of after the entry timeout (names the kernel cached keep theirs).
+func (s *Server) Revalidate() {
+	if s.u.names != nil {
+		s.u.names.reset()
+	}
 }

@@ -2,7 +2,9 @@ package unionfs
 
 import (
 	"context"
+	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -19,6 +21,10 @@ type dirent struct {
 	br   *branch
 }
 
+// direntBufs holds getdents buffers for readBranchDir, which lists the
+// directories of hundreds of branches when a deep stack's cache fills.
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // readBranchDir lists directory p of a branch (without . and ..).
 func readBranchDir(p string) ([]dirent, error) {
 	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
@@ -27,7 +33,9 @@ func readBranchDir(p string) ([]dirent, error) {
 	}
 	defer syscall.Close(fd)
 	var out []dirent
-	buf := make([]byte, 64<<10)
+	bp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := syscall.ReadDirent(fd, buf)
 		if err != nil {
@@ -62,8 +70,9 @@ func mergedListing(layers []*branch, rel string) ([]dirent, syscall.Errno) {
 	seen := map[string]bool{}
 	hidden := map[string]bool{}
 	var out []dirent
+	now := time.Now()
 	for _, b := range layers {
-		ents, err := readBranchDir(b.join(rel))
+		ents, err := branchEntries(b, rel, now)
 		if err != nil {
 			if err == syscall.ENOENT || err == syscall.ENOTDIR {
 				continue
@@ -90,6 +99,22 @@ func mergedListing(layers []*branch, rel string) ([]dirent, syscall.Errno) {
 		}
 	}
 	return out, 0
+}
+
+// branchEntries lists directory rel of branch b, from its name cache
+// when it has one. The result must not be changed.
+func branchEntries(b *branch, rel string, now time.Time) ([]dirent, error) {
+	if b.cache == nil {
+		return readBranchDir(b.join(rel))
+	}
+	d, err := b.cache.listing(b, rel, now)
+	if err != nil {
+		return nil, err
+	}
+	if d.missing {
+		return nil, syscall.ENOENT
+	}
+	return d.ents, nil
 }
 
 // mergedNames lists the visible names of directory rel.

@@ -122,7 +122,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	default:
 		// A directory with lower parts: copy its merged contents up.
 		tmp := u.tempName("mv")
-		if errno := u.copyTree(se, joinRel(prel, name), tmp); errno != 0 {
+		if errno := u.copyTree(se, joinRel(prel, name), tmp, map[devIno]string{}); errno != 0 {
 			_ = os.RemoveAll(tmp)
 			return errno
 		}
@@ -180,8 +180,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 // copyTree copies the merged directory e (at rel) into a new directory
-// dst, recursively, keeping inode numbers for the copies.
-func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
+// dst, recursively, keeping inode numbers for the copies. links maps the
+// (dev, ino) of every multiply linked file copied so far to its copy, so
+// the other names of the file become hard links of that copy and the
+// link group survives (nlink and the union's inode number stay one).
+func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) syscall.Errno {
 	src := e.top.join(rel)
 	if err := syscall.Mkdir(dst, 0700); err != nil {
 		return errnoOf(err)
@@ -198,11 +201,11 @@ func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
 		cdst := dst + "/" + d.name
 		crel := joinRel(rel, d.name)
 		if ce.isDir() {
-			if errno := u.copyTree(ce, crel, cdst); errno != 0 {
+			if errno := u.copyTree(ce, crel, cdst, links); errno != 0 {
 				return errno
 			}
-		} else if err := copyObject(ce.top.join(crel), cdst, &ce.st, true); err != nil {
-			return errnoOf(err)
+		} else if errno := copyLinked(ce, crel, cdst, links); errno != 0 {
+			return errno
 		}
 		var st syscall.Stat_t
 		if syscall.Lstat(cdst, &st) == nil {
@@ -210,4 +213,22 @@ func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
 		}
 	}
 	return errnoOf(copyMeta(src, dst, &e.st))
+}
+
+// copyLinked copies the non-directory ce (at crel) to cdst, or, when a
+// name of the same file was copied already, hard-links cdst to that copy.
+func copyLinked(ce *entry, crel, cdst string, links map[devIno]string) syscall.Errno {
+	k := keyOf(&ce.st)
+	if ce.st.Nlink > 1 {
+		if first, ok := links[k]; ok {
+			return errnoOf(syscall.Link(first, cdst))
+		}
+	}
+	if err := copyObject(ce.top.join(crel), cdst, &ce.st, true); err != nil {
+		return errnoOf(err)
+	}
+	if ce.st.Nlink > 1 {
+		links[k] = cdst
+	}
+	return 0
 }

@@ -94,6 +94,12 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	u := &ufs{opts: opts, branches: brs, rw: rw, inos: newInoMap(), nodes: map[uint64]*node{}, nameMax: 251}
+	if ttl := min(opts.EntryTimeout, opts.NegativeTimeout); ttl >= minNameCacheTTL {
+		u.names = newNameCache(ttl)
+	}
+	for _, b := range brs {
+		b.cache = u.branchCache(b)
+	}
 	top := brs[0]
 	var sfs syscall.Statfs_t
 	if err := syscall.Statfs(top.path, &sfs); err == nil && sfs.Namelen > 4 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Names aufs reserves in every branch.
@@ -19,6 +20,9 @@ type branch struct {
 	mode Mode
 	dev  uint64
 	open int // handles holding a descriptor in this branch (guarded by ufs.stateMu)
+	// cache holds this branch's directory names; nil for the rw branch
+	// and when caching is off.
+	cache *nameCache
 }
 
 func (b *branch) join(rel string) string {
@@ -56,11 +60,23 @@ func exists(p string) bool {
 
 // lookupIn finds name in directory rel whose merged contents come from
 // layers (top first). It honours whiteouts and opaque directories of
-// branches that are not RR.
+// branches that are not RR. The branches with a name cache (all but the
+// rw branch, which can only be on top) are searched through it.
 func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 	var e *entry
 	crel := joinRel(rel, name)
-	for _, b := range layers {
+	tried := false
+	for i, b := range layers {
+		if b.cache != nil && !tried {
+			tried = true
+			// The cached branches reach to the bottom: their answer is final.
+			if ok := lookupCached(&e, layers[i:], rel, name); ok {
+				if e == nil {
+					return nil, syscall.ENOENT
+				}
+				return e, 0
+			}
+		}
 		var st syscall.Stat_t
 		err := syscall.Lstat(b.join(crel), &st)
 		if err == nil {
@@ -92,6 +108,69 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 		return nil, syscall.ENOENT
 	}
 	return e, 0
+}
+
+// lookupCached continues lookupIn's search for name in directory rel
+// through layers, which all have a name cache and reach to the bottom
+// of the stack, with *ep the entry found above them (or nil). It is
+// false, leaving *ep as it was, when the cache cannot answer (a branch
+// directory could not be read, or a cached name vanished): the caller
+// then asks the branches themselves.
+func lookupCached(ep **entry, layers []*branch, rel, name string) (ok bool) {
+	orig := *ep
+	origLen := 0
+	if orig != nil {
+		origLen = len(orig.layers)
+	}
+	defer func() {
+		if !ok { // leave *ep as it was for the fallback
+			*ep = orig
+			if orig != nil {
+				orig.layers = orig.layers[:origLen]
+			}
+		}
+	}()
+	now := time.Now()
+	m, err := layers[0].cache.mergedIndex(layers, rel, now)
+	if err != nil {
+		return false
+	}
+	crel := joinRel(rel, name)
+	e := *ep
+	for _, h := range m.hits[name] {
+		b := layers[h.i]
+		if h.flags&hitEntry != 0 {
+			isDir := h.flags&hitDir != 0
+			if e == nil {
+				var st syscall.Stat_t
+				if syscall.Lstat(b.join(crel), &st) != nil {
+					return false
+				}
+				e = &entry{top: b, st: st}
+				isDir = e.isDir()
+				*ep = e
+				if !isDir {
+					return true
+				}
+			} else if !isDir {
+				return true
+			}
+			e.layers = append(e.layers, b)
+			if b.searchesWhiteouts() {
+				d, err := b.cache.listing(b, crel, now)
+				if err != nil {
+					return false
+				}
+				if d.has(opqMarker) {
+					return true
+				}
+			}
+		}
+		if h.flags&hitWhiteout != 0 {
+			return true
+		}
+	}
+	return true
 }
 
 // lowerHas reports whether name in rel is visible from the branches of

@@ -24,7 +24,8 @@ type ufs struct {
 
 	gen     atomic.Uint64 // bumped when cached resolutions become invalid
 	inos    *inoMap
-	nameMax int // longest name accepted (branch limit minus len(".wh."))
+	names   *nameCache // names of the read-only branches; nil when off
+	nameMax int        // longest name accepted (branch limit minus len(".wh."))
 	tmpSeq  atomic.Uint64
 
 	nodesMu sync.Mutex
@@ -33,6 +34,15 @@ type ufs struct {
 	stateMu sync.Mutex // guards branch.open counters
 	root    *node
 	server  *fuse.Server
+}
+
+// branchCache is the name cache for b: none for the rw branch, which
+// the union changes itself.
+func (u *ufs) branchCache(b *branch) *nameCache {
+	if b.mode == RW || u.names == nil {
+		return nil
+	}
+	return u.names
 }
 
 func (u *ufs) workDir() string { return u.rw.join(workName) }

@@ -1,0 +1,71 @@
+package unionfs
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestRenameLowerDirKeepsHardLinks renames a directory of a ro branch
+// holding a three-name hard-link group: the copy-up must keep the group
+// one inode (nlink 3) in the mount and in the rw branch.
+func TestRenameLowerDirKeepsHardLinks(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	rw, ro, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "ro"), filepath.Join(dir, "mnt")
+	for _, d := range []string{rw, ro, mnt, filepath.Join(ro, "srv/www")} {
+		if err := os.MkdirAll(d, 0755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(ro, "srv/www/h1"), "linked")
+	for _, n := range []string{"h2", "h3"} {
+		if err := os.Link(filepath.Join(ro, "srv/www/h1"), filepath.Join(ro, "srv/www", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(ro, "srv/www/other"), "alone")
+	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: ro, Mode: RO}}, mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, ro}}
+	t.Cleanup(func() { tu.unmount(t) })
+
+	before := statT(t, tu.m("srv/www/h1"))
+	if before.Nlink != 3 {
+		t.Fatalf("before rename: nlink %d, want 3", before.Nlink)
+	}
+	if err := os.Rename(tu.m("srv/www"), tu.m("srv/site")); err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	mustNotExist(t, tu.m("srv/www"))
+	for _, root := range []string{tu.m("srv/site"), tu.b(0, "srv/site")} {
+		first := statT(t, filepath.Join(root, "h1"))
+		for _, n := range []string{"h1", "h2", "h3"} {
+			p := filepath.Join(root, n)
+			st := statT(t, p)
+			if st.Ino != first.Ino || st.Nlink != 3 {
+				t.Errorf("%s: ino %d nlink %d, want ino %d nlink 3", p, st.Ino, st.Nlink, first.Ino)
+			}
+			if got := readFile(t, p); got != "linked" {
+				t.Errorf("%s = %q, want %q", p, got, "linked")
+			}
+		}
+		other := statT(t, filepath.Join(root, "other"))
+		if other.Ino == first.Ino || other.Nlink != 1 {
+			t.Errorf("%s/other: ino %d nlink %d, want its own inode, nlink 1", root, other.Ino, other.Nlink)
+		}
+		if got := readFile(t, filepath.Join(root, "other")); got != "alone" {
+			t.Errorf("%s/other = %q", root, got)
+		}
+	}
+	if st := statT(t, tu.m("srv/site/h2")); st.Ino != before.Ino {
+		t.Errorf("union inode changed by the rename: %d, was %d", st.Ino, before.Ino)
+	}
+	// One inode: a write through one name shows through the others.
+	writeFile(t, tu.m("srv/site/h3"), "changed")
+	if got := readFile(t, tu.m("srv/site/h1")); got != "changed" {
+		t.Errorf("h1 after writing h3 = %q", got)
+	}
+}
