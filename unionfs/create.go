@@ -46,13 +46,21 @@ func (n *node) prepareCreate(name string) (*entry, string, syscall.Errno) {
 // its node. fresh says the rw entry is a new file (not a new name of
 // an old one), so it gets a new inode number.
 func (n *node) finishCreate(ctx context.Context, prel, name string, fresh bool, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.finishCreateStat(ctx, prel, name, fresh, nil, out)
+}
+
+// finishCreateStat is finishCreate for an rw entry whose stat st the
+// caller already has (nil: stat it here).
+func (n *node) finishCreateStat(ctx context.Context, prel, name string, fresh bool, st *syscall.Stat_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	u := n.u
 	if errno := u.removeWhiteout(prel, name); errno != 0 {
 		return nil, errno
 	}
 	e := &entry{top: u.rw}
 	p := u.rw.join(joinRel(prel, name))
-	if err := syscall.Lstat(p, &e.st); err != nil {
+	if st != nil {
+		e.st = *st
+	} else if err := syscall.Lstat(p, &e.st); err != nil {
 		return nil, errnoOf(err)
 	}
 	if e.isDir() {
@@ -68,10 +76,30 @@ func (n *node) finishCreate(ctx context.Context, prel, name string, fresh bool, 
 	return u.childNode(ctx, n, e, out), 0
 }
 
+// daemonIsRoot says the daemon may give new files the caller's owner.
+var daemonIsRoot = os.Geteuid() == 0
+
 func chownCaller(ctx context.Context, p string) {
-	if c, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 {
+	if c, ok := fuse.FromContext(ctx); ok && daemonIsRoot {
 		_ = syscall.Lchown(p, int(c.Uid), int(c.Gid))
 	}
+}
+
+// fchownCaller gives the new file open as fd the caller's owner, as
+// chownCaller does, and leaves its stat in st. The chown is skipped when
+// the file already has that owner (root creating as root).
+func fchownCaller(ctx context.Context, fd int, st *syscall.Stat_t) syscall.Errno {
+	if err := syscall.Fstat(fd, st); err != nil {
+		return errnoOf(err)
+	}
+	c, ok := fuse.FromContext(ctx)
+	if !ok || !daemonIsRoot || (st.Uid == c.Uid && st.Gid == c.Gid) {
+		return 0
+	}
+	if syscall.Fchown(fd, int(c.Uid), int(c.Gid)) == nil {
+		return errnoOf(syscall.Fstat(fd, st))
+	}
+	return 0
 }
 
 // Create makes a file in the rw branch and opens it.
@@ -84,13 +112,26 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errno
 	}
 	p := u.rw.join(joinRel(prel, name))
-	fd, err := syscall.Open(p, backingFlags(flags)|syscall.O_CREAT|syscall.O_EXCL, mode)
+	// With passthrough the new file's handle will be one (no other
+	// handle of it can be cached yet), and that needs a descriptor that
+	// can read and write: open it so now rather than reopen it.
+	oflags := backingFlags(flags)
+	if u.opts.Passthrough {
+		oflags = oflags&^syscall.O_ACCMODE | syscall.O_RDWR
+	}
+	fd, err := syscall.Open(p, oflags|syscall.O_CREAT|syscall.O_EXCL, mode)
 	if err != nil {
 		u.ns.Unlock()
 		return nil, nil, 0, errnoOf(err)
 	}
-	chownCaller(ctx, p)
-	ch, errno := n.finishCreate(ctx, prel, name, true, out)
+	var st syscall.Stat_t
+	if errno := fchownCaller(ctx, fd, &st); errno != 0 {
+		syscall.Close(fd)
+		_ = syscall.Unlink(p)
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	ch, errno := n.finishCreateStat(ctx, prel, name, true, &st, out)
 	u.ns.Unlock()
 	if errno != 0 {
 		syscall.Close(fd)
@@ -100,7 +141,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	cn.mu.Lock()
 	gen := cn.copyGen
 	cn.mu.Unlock()
-	fh, fuseFlags := cn.newHandle(fd, p, gen, nil, flags)
+	fh, fuseFlags := cn.newHandleFd(fd, p, gen, nil, flags, u.opts.Passthrough)
 	return ch, fh, fuseFlags, 0
 }
 

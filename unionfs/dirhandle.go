@@ -119,3 +119,17 @@ func (n *node) statOpenDir(st *syscall.Stat_t) bool {
 	}
 	return false
 }
+
+var _ fs.FileLookuper = (*dirHandle)(nil)
+
+// Lookup answers READDIRPLUS for one listed name. A name whose node the
+// kernel still holds gets no attributes (node id 0: the kernel leaves
+// its entry alone and revalidates it on its own timeouts, as after a
+// plain READDIR), so a warm walk costs no lookups; a new name is looked
+// up, so a cold walk needs no LOOKUP per name.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.n.GetChild(name) != nil {
+		return nil, syscall.EEXIST
+	}
+	return d.n.Lookup(ctx, name, out)
+}

@@ -103,8 +103,20 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if errno != 0 {
 		return nil, errno
 	}
+	if len(dest) <= smallRead {
+		n, err := syscall.Pread(fd, dest, off)
+		if err != nil {
+			return nil, errnoOf(err)
+		}
+		return fuse.ReadResultData(dest[:max(n, 0)]), 0
+	}
 	return fuse.ReadResultFd(uintptr(fd), off, len(dest)), 0
 }
+
+// smallRead is the largest read answered by a plain pread into the
+// request buffer: below it splicing (a pipe and two more system calls)
+// costs more than the copy it saves.
+const smallRead = 32 << 10
 
 // Write writes to the descriptor, which is always in the rw branch.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -78,6 +78,21 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // backing file per inode, and it must never be the lower file once the
 // node is copied up.
 func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32) {
+	return n.newHandleFd(fd, path, gen, br, flags, false)
+}
+
+// newHandleFd is newHandle; fdRW says fd is already open read-write
+// (whatever flags ask), so a passthrough handle needs no reopen.
+func (n *node) newHandleFd(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32) {
+	fh, fuseFlags := n.newHandleMode(fd, path, gen, br, flags, fdRW)
+	// The backing files are local: a close reports nothing a FLUSH
+	// could, and no locks are served, so the kernel need not send one
+	// per close (a round trip saved on every create and open).
+	return fh, fuseFlags | fuse.FOPEN_NOFLUSH
+}
+
+// newHandleMode is newHandle without the flags common to every handle.
+func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32) {
 	h := &handle{n: n, fd: fd, gen: gen, br: br, flags: flags}
 	if br != nil {
 		n.u.branchOpen(br, 1)
@@ -87,14 +102,14 @@ func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint
 	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 {
 		// The kernel shares the first passthrough descriptor among all
 		// handles of the inode, so it must be able to write.
-		if flags&syscall.O_ACCMODE != syscall.O_RDWR {
+		if flags&syscall.O_ACCMODE != syscall.O_RDWR && !fdRW {
 			rw, err := syscall.Open(path, backingFlags(flags)&^syscall.O_ACCMODE|syscall.O_RDWR, 0)
 			if err == nil {
 				syscall.Close(h.fd)
 				h.fd = rw
 			}
 		}
-		if flags&syscall.O_ACCMODE == syscall.O_RDWR || h.fd != fd {
+		if flags&syscall.O_ACCMODE == syscall.O_RDWR || fdRW || h.fd != fd {
 			h.mode = modePassthrough
 			n.ptOpen++
 			return &ptHandle{h}, 0

@@ -58,7 +58,12 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return syscall.ENOTEMPTY
 		}
 	}
-	_, hasLower := lowerHas(pe.layers, u.rw, prel, name)
+	// A name found below the rw branch is itself what a lower branch
+	// shows; only an rw name needs the branches below it searched.
+	hasLower := e.top != u.rw
+	if !hasLower {
+		_, hasLower = lowerHas(pe.layers, u.rw, prel, name)
+	}
 	if hasLower {
 		if errno := u.ensureUpperDir(n); errno != 0 {
 			return errno

@@ -117,15 +117,17 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	mopts := fuse.MountOptions{
-		AllowOther:         opts.AllowOther || os.Geteuid() == 0,
-		FsName:             opts.FSName,
-		Name:               "unionctl",
-		Debug:              opts.Debug,
-		DirectMount:        true,
-		MaxWrite:           512 << 10,
-		MaxReadAhead:       512 << 10,
-		Options:            []string{"default_permissions"},
-		DisableReadDirPlus: true,
+		AllowOther:   opts.AllowOther || os.Geteuid() == 0,
+		FsName:       opts.FSName,
+		Name:         "unionctl",
+		Debug:        opts.Debug,
+		DirectMount:  true,
+		MaxWrite:     512 << 10,
+		MaxReadAhead: 512 << 10,
+		Options:      []string{"default_permissions"},
+		// READDIRPLUS stays on: it answers a listing with the entries'
+		// attributes, so a walk that stats what it lists needs no LOOKUP
+		// per name (see dirHandle.Lookup).
 	}
 	fsopts := &fs.Options{
 		MountOptions:    mopts,

@@ -13,12 +13,13 @@ func whiteoutPath(b *branch, rel, name string) string {
 // writeWhiteout hides name in directory rel (already in the rw branch)
 // from the branches below.
 func (u *ufs) writeWhiteout(rel, name string) syscall.Errno {
-	p := whiteoutPath(u.rw, rel, name)
-	fd, err := syscall.Open(p, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0444)
-	if err != nil {
+	// mknod makes the empty file in one call (open and close take two);
+	// a whiteout already there is as good as a new one.
+	err := syscall.Mknod(whiteoutPath(u.rw, rel, name), syscall.S_IFREG|0444, 0)
+	if err != nil && err != syscall.EEXIST {
 		return errnoOf(err)
 	}
-	return errnoOf(syscall.Close(fd))
+	return 0
 }
 
 // removeWhiteout drops a whiteout of name in directory rel of the rw
