@@ -205,42 +205,14 @@ func (h *handle) getattr(out *fuse.AttrOut) syscall.Errno {
 	return 0
 }
 
+// setattr applies a SETATTR through the handle's descriptor.
 func (h *handle) setattr(in *fuse.SetAttrIn) syscall.Errno {
-	if mode, ok := in.GetMode(); ok {
-		if err := syscall.Fchmod(h.fd, mode&07777); err != nil {
-			return errnoOf(err)
-		}
-	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		u, g := -1, -1
-		if uok {
-			u = int(uid)
-		}
-		if gok {
-			g = int(gid)
-		}
-		if err := syscall.Fchown(h.fd, u, g); err != nil {
-			return errnoOf(err)
-		}
-	}
-	if sz, ok := in.GetSize(); ok {
-		if err := syscall.Ftruncate(h.fd, int64(sz)); err != nil {
-			return errnoOf(err)
-		}
-	}
-	mt, mok := in.GetMTime()
-	at, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = timespec(at, in.Valid&fuse.FATTR_ATIME_NOW != 0)
-		}
-		if mok {
-			ts[1] = timespec(mt, in.Valid&fuse.FATTR_MTIME_NOW != 0)
-		}
-		return errnoOf(unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+itoa(h.fd), ts, 0))
-	}
-	return 0
+	return attrSetter{
+		chmod:    func(mode uint32) error { return syscall.Fchmod(h.fd, mode) },
+		chown:    func(uid, gid int) error { return syscall.Fchown(h.fd, uid, gid) },
+		truncate: func(size int64) error { return syscall.Ftruncate(h.fd, size) },
+		utimes: func(ts []unix.Timespec) error {
+			return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+itoa(h.fd), ts, 0)
+		},
+	}.apply(in)
 }

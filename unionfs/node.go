@@ -215,9 +215,31 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
+// setattrPath applies a SETATTR to the file at p, not following a symlink.
 func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+	return attrSetter{
+		chmod:    func(mode uint32) error { return syscall.Chmod(p, mode) },
+		chown:    func(uid, gid int) error { return syscall.Lchown(p, uid, gid) },
+		truncate: func(size int64) error { return syscall.Truncate(p, size) },
+		utimes: func(ts []unix.Timespec) error {
+			return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+		},
+	}.apply(in)
+}
+
+// attrSetter applies the parts of a SETATTR to one file, by path or by
+// descriptor.
+type attrSetter struct {
+	chmod    func(mode uint32) error
+	chown    func(uid, gid int) error // -1 leaves one unchanged
+	truncate func(size int64) error
+	utimes   func(ts []unix.Timespec) error
+}
+
+// apply sets mode, owner, size and times, in that order, as in asks.
+func (s attrSetter) apply(in *fuse.SetAttrIn) syscall.Errno {
 	if mode, ok := in.GetMode(); ok {
-		if err := syscall.Chmod(p, mode&07777); err != nil {
+		if err := s.chmod(mode & 07777); err != nil {
 			return errnoOf(err)
 		}
 	}
@@ -231,19 +253,15 @@ func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 		if gok {
 			g = int(gid)
 		}
-		if err := syscall.Lchown(p, u, g); err != nil {
+		if err := s.chown(u, g); err != nil {
 			return errnoOf(err)
 		}
 	}
 	if sz, ok := in.GetSize(); ok {
-		if err := syscall.Truncate(p, int64(sz)); err != nil {
+		if err := s.truncate(int64(sz)); err != nil {
 			return errnoOf(err)
 		}
 	}
-	return utimesPath(p, in)
-}
-
-func utimesPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 	mt, mok := in.GetMTime()
 	at, aok := in.GetATime()
 	if !mok && !aok {
@@ -256,7 +274,7 @@ func utimesPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 	if mok {
 		ts[1] = timespec(mt, in.Valid&fuse.FATTR_MTIME_NOW != 0)
 	}
-	return errnoOf(unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW))
+	return errnoOf(s.utimes(ts))
 }
 
 func timespec(t time.Time, now bool) unix.Timespec {
