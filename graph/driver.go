@@ -128,14 +128,11 @@ func (d *driver) enter(op, key string) error {
 func (d *layerDirDriver) LayerDir(ctx context.Context, key string) (string, archive.Format, error) {
 	const op = "layer dir"
 	var zero archive.Format
-	if err := d.enter(op, key); err != nil {
-		return "", zero, err
-	}
-	defer d.mu.RUnlock()
-	r, err := d.lookup(op, key)
+	r, release, err := d.enterRecord(op, key)
 	if err != nil {
 		return "", zero, err
 	}
+	defer release()
 	if r.Kind != KindActive {
 		return "", zero, Errorf(ErrFailedPrecondition, op, key, "snapshot is %s; only an active snapshot has a layer dir", r.Kind)
 	}
@@ -150,14 +147,11 @@ func (d *layerDirDriver) LayerDir(ctx context.Context, key string) (string, arch
 // of the active snapshot key, nearest first, as the Backend keeps them.
 func (d *layerDirDriver) ParentLayerDirs(ctx context.Context, key string) ([]string, error) {
 	const op = "parent layer dirs"
-	if err := d.enter(op, key); err != nil {
-		return nil, err
-	}
-	defer d.mu.RUnlock()
-	r, err := d.lookup(op, key)
+	r, release, err := d.enterRecord(op, key)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	chain := r.snapshot().ParentIDs
 	dirs := make([]string, 0, len(chain))
 	for i, id := range chain {
@@ -176,6 +170,20 @@ func (d *driver) MaxDepth() int {
 		return dl.MaxDepth()
 	}
 	return 0
+}
+
+// enterRecord starts an operation on key and reads its visible record; on
+// success the caller must call release when done.
+func (d *driver) enterRecord(op, key string) (r *record, release func(), err error) {
+	if err := d.enter(op, key); err != nil {
+		return nil, nil, err
+	}
+	r, err = d.lookup(op, key)
+	if err != nil {
+		d.mu.RUnlock()
+		return nil, nil, err
+	}
+	return r, d.mu.RUnlock, nil
 }
 
 // lookup reads the visible record of key.

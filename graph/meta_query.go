@@ -10,14 +10,11 @@ import (
 // Mounts returns the mounts of the active snapshot or view key.
 func (d *driver) Mounts(ctx context.Context, key string) ([]Mount, error) {
 	const op = "mounts"
-	if err := d.enter(op, key); err != nil {
-		return nil, err
-	}
-	defer d.mu.RUnlock()
-	r, err := d.lookup(op, key)
+	r, release, err := d.enterRecord(op, key)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if r.Kind == KindCommitted {
 		return nil, Errorf(ErrFailedPrecondition, op, key, "a committed snapshot has no mounts; View or Prepare on top of it")
 	}
@@ -31,14 +28,11 @@ func (d *driver) Mounts(ctx context.Context, key string) ([]Mount, error) {
 // Stat returns the metadata of snapshot key.
 func (d *driver) Stat(ctx context.Context, key string) (Info, error) {
 	const op = "stat"
-	if err := d.enter(op, key); err != nil {
-		return Info{}, err
-	}
-	defer d.mu.RUnlock()
-	r, err := d.lookup(op, key)
+	r, release, err := d.enterRecord(op, key)
 	if err != nil {
 		return Info{}, err
 	}
+	defer release()
 	return r.info(key), nil
 }
 
@@ -111,14 +105,11 @@ func (d *driver) Update(ctx context.Context, info Info, fieldpaths ...string) (I
 // measures it now.
 func (d *driver) Usage(ctx context.Context, key string) (Usage, error) {
 	const op = "usage"
-	if err := d.enter(op, key); err != nil {
-		return Usage{}, err
-	}
-	defer d.mu.RUnlock()
-	r, err := d.lookup(op, key)
+	r, release, err := d.enterRecord(op, key)
 	if err != nil {
 		return Usage{}, err
 	}
+	defer release()
 	if r.Kind == KindCommitted && r.Usage != nil {
 		return *r.Usage, nil
 	}

@@ -101,16 +101,11 @@ func (s *Store) Export(ctx context.Context, ref, dir string, opts ExportOptions)
 	if err != nil {
 		return Wrap(err, op, ref)
 	}
-	img, err := s.Image(ctx, ref)
+	img, layers, unpin, err := s.pinImageLayers(ctx, op, ref)
 	if err != nil {
 		return err
 	}
-	s.pin(img.ChainIDs...)
-	defer s.unpin(img.ChainIDs...)
-	layers, err := s.ImageLayers(ctx, string(img.ID))
-	if err != nil {
-		return Wrap(err, op, ref)
-	}
+	defer unpin()
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return Wrap(err, op, ref)
@@ -284,16 +279,11 @@ func writeBlobBytes(dir string, data []byte, mediaType string) (ocispec.Descript
 // exact imported tars), CONFIGHEX.json and manifest.json.
 func (s *Store) ExportDockerArchive(ctx context.Context, ref string, w io.Writer, opts ExportOptions) error {
 	const op = "export docker archive"
-	img, err := s.Image(ctx, ref)
+	img, layers, unpin, err := s.pinImageLayers(ctx, op, ref)
 	if err != nil {
 		return err
 	}
-	s.pin(img.ChainIDs...)
-	defer s.unpin(img.ChainIDs...)
-	layers, err := s.ImageLayers(ctx, string(img.ID))
-	if err != nil {
-		return Wrap(err, op, ref)
-	}
+	defer unpin()
 	var total int64
 	for _, l := range layers {
 		total += l.Size
@@ -336,4 +326,20 @@ func (s *Store) ExportDockerArchive(ctx context.Context, ref string, w io.Writer
 		}
 	}
 	return Wrap(tw.Close(), op, ref)
+}
+
+// pinImageLayers resolves ref to its image and layers and pins the layers
+// so that nothing removes them until unpin is called (for export).
+func (s *Store) pinImageLayers(ctx context.Context, op, ref string) (img Image, layers []Layer, unpin func(), err error) {
+	img, err = s.Image(ctx, ref)
+	if err != nil {
+		return Image{}, nil, nil, err
+	}
+	s.pin(img.ChainIDs...)
+	layers, err = s.ImageLayers(ctx, string(img.ID))
+	if err != nil {
+		s.unpin(img.ChainIDs...)
+		return Image{}, nil, nil, Wrap(err, op, ref)
+	}
+	return img, layers, func() { s.unpin(img.ChainIDs...) }, nil
 }

@@ -176,23 +176,17 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 // Mknod makes a device node, fifo or socket in the rw branch.
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	u := n.u
-	u.ns.Lock()
-	defer u.ns.Unlock()
-	_, prel, errno := n.prepareCreate(name)
-	if errno != 0 {
-		return nil, errno
-	}
-	p := u.rw.join(joinRel(prel, name))
-	if err := syscall.Mknod(p, mode, int(rdev)); err != nil {
-		return nil, errnoOf(err)
-	}
-	chownCaller(ctx, p)
-	return n.finishCreate(ctx, prel, name, true, out)
+	return n.makeEntry(ctx, name, out, func(p string) error { return syscall.Mknod(p, mode, int(rdev)) })
 }
 
 // Symlink makes a symbolic link in the rw branch.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.makeEntry(ctx, name, out, func(p string) error { return syscall.Symlink(target, p) })
+}
+
+// makeEntry creates name in the rw branch with mk (given the branch path),
+// owned by the caller, and looks it up.
+func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, mk func(p string) error) (*fs.Inode, syscall.Errno) {
 	u := n.u
 	u.ns.Lock()
 	defer u.ns.Unlock()
@@ -201,7 +195,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, errno
 	}
 	p := u.rw.join(joinRel(prel, name))
-	if err := syscall.Symlink(target, p); err != nil {
+	if err := mk(p); err != nil {
 		return nil, errnoOf(err)
 	}
 	chownCaller(ctx, p)

@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -145,7 +146,7 @@ func (c *nameCache) mergedIndex(layers []*branch, rel string, now time.Time) (*m
 	c.mu.Lock()
 	for {
 		m := c.merged[rel]
-		if m != nil && now.Before(m.expires) && sameBranches(m.layers, layers) {
+		if m != nil && now.Before(m.expires) && slices.Equal(m.layers, layers) {
 			c.mu.Unlock()
 			return m, nil
 		}
@@ -202,16 +203,4 @@ func (c *nameCache) mergedIndex(layers []*branch, rel string, now time.Time) (*m
 	}
 	c.mu.Unlock()
 	return m, nil
-}
-
-func sameBranches(a, b []*branch) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -47,7 +48,7 @@ func verifyRound(b Branches, sz Sizes, r int, fail func(format string, args ...a
 	names, err := readDirNames(filepath.Join(b.Mnt, created))
 	if err != nil {
 		fail("%v", err)
-	} else if want := wantNames(sz.CreateFiles); !equalStrings(names, want) {
+	} else if want := wantNames(sz.CreateFiles); !slices.Equal(names, want) {
 		fail("%s holds %d entries, want the %d created files", created, len(names), len(want))
 	}
 	if names, err := readDirNames(filepath.Join(b.Mnt, unlinked)); err != nil {
@@ -164,19 +165,6 @@ func wantNames(n int) []string {
 		names[i] = fileName(i)
 	}
 	return names
-}
-
-// equalStrings reports whether a and b hold the same strings in order.
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // fileSum returns the SHA-256 and size of the file at path.
