@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,22 +11,32 @@ import (
 	"syscall"
 )
 
-// mountFuse mounts a "fuse3.HELPER" or "fuse.HELPER" filesystem as
-// mount(8) and mount.fuse3 do: it runs HELPER SOURCE TARGET -o OPTIONS and
-// waits for it to exit. The helper daemonizes and exits 0 once the
+// mountFuse mounts a "fuse3.HELPER" or "fuse.HELPER" filesystem: through
+// the FuseMounter registered for HELPER when it can serve (see
+// RegisterFuseMounter), else as mount(8) and mount.fuse3 do: it runs
+// HELPER SOURCE TARGET -o OPTIONS and waits for it to exit. The helper daemonizes and exits 0 once the
 // filesystem is mounted; anything else is an error carrying its output.
 func mountFuse(m Mount, o mountOptions, t *mountTarget) error {
 	_, helper, _ := strings.Cut(m.Type, ".")
 	if helper == "" {
 		return fmt.Errorf("FUSE mount type %q names no helper: %w", m.Type, ErrInvalidArgument)
 	}
-	prog, err := LookupMountHelper(helper)
-	if err != nil {
-		return err
-	}
 	source := m.Source
 	if source == "" {
 		source = helper
+	}
+	if mounter := lookupFuseMounter(helper); mounter != nil {
+		err := mounter(source, t.path, o.helper)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrMounterUnavailable) {
+			return err
+		}
+	}
+	prog, err := LookupMountHelper(helper)
+	if err != nil {
+		return err
 	}
 	args := []string{source, t.path}
 	if len(o.helper) > 0 {

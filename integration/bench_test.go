@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionstack/unionstack/drivers/fuse/fusetest"
 	"github.com/unionstack/unionstack/graph"
 	"github.com/unionstack/unionstack/graph/archive"
 	"github.com/unionstack/unionstack/internal/testimage"
+	"github.com/unionstack/unionstack/unionfs"
 )
 
 // benchDrivers is the order the benchmarks run the drivers in: overlay
@@ -54,23 +56,44 @@ var (
 //   - diff-1000: Store.ContainerDiff of a container that changed 1,000
 //     files of its image (native for overlay and fuse, a tree comparison
 //     for vfs).
+//
+// The fuse driver's mounts run twice: "fuse" starts a mount daemon per
+// mount (the unionctl helper), "fuse-served" hands each mount to one
+// running mount server (unionctl serve), as a host running containers
+// would have.
 func BenchmarkDrivers(b *testing.B) {
+	// Started first, so that it stops last, after every unmount.
+	socket := fusetest.StartMountServer(b)
 	envs := setupBench(b)
 	ops := []struct {
-		name string
-		fn   func(b *testing.B, env *benchEnv)
+		name   string
+		fn     func(b *testing.B, env *benchEnv)
+		served bool // run fuse-served too
 	}{
-		{"prepare+mount-10", func(b *testing.B, env *benchEnv) { benchPrepareMount(b, env, 10) }},
-		{"prepare+mount-128", func(b *testing.B, env *benchEnv) { benchPrepareMount(b, env, benchChainDepth) }},
-		{"commit", benchCommit},
-		{"remove", benchRemove},
-		{"diff-1000", benchDiff},
+		{"prepare+mount-10", func(b *testing.B, env *benchEnv) { benchPrepareMount(b, env, 10) }, true},
+		{"prepare+mount-128", func(b *testing.B, env *benchEnv) { benchPrepareMount(b, env, benchChainDepth) }, true},
+		{"commit", benchCommit, false},
+		{"remove", benchRemove, false},
+		{"diff-1000", benchDiff, false},
 	}
 	for _, op := range ops {
 		b.Run(op.name, func(b *testing.B) {
-			for _, name := range benchDrivers {
+			names := benchDrivers
+			if op.served {
+				names = append(names[:len(names):len(names)], "fuse-served")
+			}
+			for _, name := range names {
 				b.Run(name, func(b *testing.B) {
-					op.fn(b, envs[name])
+					driver := name
+					switch name {
+					case "fuse":
+						// No server here: each mount starts a daemon.
+						b.Setenv(unionfs.ServeSocketEnv, filepath.Join(b.TempDir(), "no-server.sock"))
+					case "fuse-served":
+						b.Setenv(unionfs.ServeSocketEnv, socket)
+						driver = "fuse"
+					}
+					op.fn(b, envs[driver])
 					reportRatio(b, op.name, name)
 				})
 			}

@@ -88,10 +88,26 @@ func withDefaults(o Options) Options {
 // (see the spec parser); a branch that cannot be opened fails the call
 // and nothing is mounted.
 func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) {
+	u, root, fsopts, err := newUnion(branches, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	srv, err := fs.Mount(mountpoint, root, fsopts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	u.server = srv
+	tuneReadAhead(mountpoint)
+	return &Server{u: u, fuse: srv, mountpoint: mountpoint}, nil
+}
+
+// newUnion opens the branches and builds the union's root node and the
+// go-fuse options it is to be mounted with; nothing is mounted yet.
+func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error) {
 	opts = withDefaults(opts)
 	brs, rw, err := openBranches(branches)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		return nil, nil, nil, err
 	}
 	u := &ufs{opts: opts, branches: brs, rw: rw, inos: newInoMap(), nodes: map[uint64]*node{}, nameMax: 251}
 	if ttl := min(opts.EntryTimeout, opts.NegativeTimeout); ttl >= minNameCacheTTL {
@@ -107,7 +123,7 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 	}
 	if rw != nil {
 		if err := cleanWorkDir(u.workDir()); err != nil {
-			return nil, fmt.Errorf("mount %s: work dir: %w", mountpoint, err)
+			return nil, nil, nil, fmt.Errorf("work dir: %w", err)
 		}
 	}
 	root := &node{u: u, ino: 1}
@@ -139,13 +155,7 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 		// file of mode 0000 as 0644.
 		NullPermissions: true,
 	}
-	srv, err := fs.Mount(mountpoint, root, fsopts)
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	u.server = srv
-	tuneReadAhead(mountpoint)
-	return &Server{u: u, fuse: srv, mountpoint: mountpoint}, nil
+	return u, root, fsopts, nil
 }
 
 // Wait blocks until the file system is unmounted.

@@ -2,8 +2,10 @@
 // unionfs FUSE filesystem. A committed snapshot is a branch directory in
 // OCI form (aufs whiteouts, as OCI layers use); an active snapshot is an rw
 // branch on top of its parents' ro branches. Mounts are returned as data,
-// "fuse3.unionctl" with a dirs= option: whoever mounts them runs the
-// unionctl mount helper, and unmounting ends its daemon.
+// "fuse3.unionctl" with a dirs= option: whoever mounts them hands the
+// FUSE connection to a running `unionctl serve` when there is one (see
+// server.go), else runs the unionctl mount helper; unmounting ends the
+// mount's serving (and a helper's daemon).
 package fuse
 
 import (
@@ -76,6 +78,7 @@ func Probe(root string) (map[string]string, error) {
 		return features, graph.Errorf(graph.ErrNotSupported, "probe fuse driver", root, "mount helper %s: %v", HelperName, err)
 	}
 	features["helper"] = helper
+	features["mount_server"] = serverFeature()
 	features["max_depth"] = fmt.Sprint(MaxDepth)
 	return features, nil
 }

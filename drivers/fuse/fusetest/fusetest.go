@@ -25,6 +25,9 @@ func Run(m *testing.M) int {
 	if handled, code := unionfs.DaemonMain(); handled {
 		os.Exit(code)
 	}
+	if filepath.Base(os.Args[0]) == fuse.HelperName && len(os.Args) == 4 && os.Args[1] == "serve" && os.Args[2] == "--socket" {
+		os.Exit(serveMain(os.Args[3]))
+	}
 	if filepath.Base(os.Args[0]) == fuse.HelperName && unionfs.IsHelperCall(os.Args) {
 		os.Exit(unionfs.HelperMain(os.Args))
 	}
@@ -47,5 +50,9 @@ func runTests(m *testing.M) int {
 		panic(err)
 	}
 	graph.RegisterMountHelper(fuse.HelperName, helper)
+	helperPath = helper
 	return m.Run()
 }
+
+// helperPath is the test binary's link named unionctl, once the tests run.
+var helperPath string

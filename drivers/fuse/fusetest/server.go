@@ -1,0 +1,77 @@
+package fusetest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/unionstack/unionstack/unionfs"
+)
+
+// serveMain is `unionctl serve --socket SOCKET` played by the test binary.
+func serveMain(socket string) int {
+	if err := unionfs.RunMountServer(socket, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "unionctl serve:", err)
+		return 1
+	}
+	return 0
+}
+
+// StartMountServer starts a mount server process (the test binary as
+// `unionctl serve`) on a socket of its own and points the fuse driver's
+// mounts at it (UNIONCTL_SERVE_SOCKET) for the rest of tb. When tb ends,
+// after the cleanups registered later (so after their unmounts), the
+// server gets SIGTERM and its log goes to the test log. It needs a
+// TestMain that calls Main or Run.
+func StartMountServer(tb testing.TB) string {
+	tb.Helper()
+	if helperPath == "" {
+		tb.Fatal("fusetest.StartMountServer needs TestMain to call fusetest.Main or fusetest.Run")
+	}
+	dir, err := os.MkdirTemp("", "mount-server")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	socket := filepath.Join(dir, "serve.sock")
+	var log strings.Builder
+	cmd := exec.Command(helperPath, "serve", "--socket", socket)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("mount server: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			tb.Errorf("mount server did not exit on SIGTERM; killed it")
+		}
+		if s := strings.TrimSpace(log.String()); s != "" {
+			tb.Logf("mount server log:\n%s", s)
+		}
+		os.RemoveAll(dir)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !unionfs.MountServerAlive(socket) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("mount server on %s not up after 10s: %s", socket, log.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tb.Setenv(unionfs.ServeSocketEnv, socket)
+	return socket
+}

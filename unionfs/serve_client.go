@@ -1,0 +1,160 @@
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// MountThroughServer mounts spec at mountpoint, in this process's mount
+// namespace, and hands the FUSE connection to the mount server listening
+// on socket (see MountServer), which serves it from then on. It returns
+// once the server serves the mount. The spec is validated here first: a
+// bad spec is ErrBadSpec and mounts nothing. With no server on socket it
+// returns an error wrapping ErrNoMountServer, having done nothing.
+//
+// The mount ends with a plain unmount (umount(8), unionctl umount,
+// graph.UnmountAll); branch management (unionctl branch) is for mounts
+// with a daemon of their own.
+func MountThroughServer(socket string, spec MountSpec, mountpoint string) error {
+	mp, branches, err := daemonPrepare(spec, mountpoint)
+	if err != nil {
+		return err
+	}
+	spec.Branches = branches
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			return fmt.Errorf("mount %s: %w at %s", mountpoint, ErrNoMountServer, socket)
+		}
+		return fmt.Errorf("mount %s: dial mount server %s: %w", mountpoint, socket, err)
+	}
+	defer conn.Close()
+	if err := serveClientMount(conn, spec, mp); err != nil {
+		return fmt.Errorf("mount %s through %s: %w", mountpoint, socket, err)
+	}
+	if serveIsSelf(conn) {
+		servePollHack(mp)
+	}
+	tuneReadAhead(mp)
+	return nil
+}
+
+// goFusePollHackName is the file go-fuse answers for itself in the root
+// of every mount, so that a process can make the kernel send one POLL,
+// which go-fuse answers ENOSYS: the kernel then never sends POLL again.
+const goFusePollHackName = ".go-fuse-epoll-hack"
+
+// servePollHack makes the kernel learn that the mount at mp does not
+// poll. Needed when this very process serves the mount: the Go runtime
+// registers every opened file with epoll while holding a scheduler slot,
+// and a POLL it waits for then cannot be served if the garbage collector
+// stops the world meanwhile (go-fuse does the same for its own mounts).
+// Raw syscalls here release the slot while they block.
+func servePollHack(mp string) {
+	fd, err := unix.Open(mp+"/"+goFusePollHackName, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return
+	}
+	defer unix.Close(ep)
+	_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+}
+
+// serveIsSelf says whether the server at the other end of conn is this
+// process.
+func serveIsSelf(conn *net.UnixConn) bool {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return cred != nil && int(cred.Pid) == os.Getpid()
+}
+
+// serveClientMount runs the client side of the protocol (serve_wire.go).
+func serveClientMount(conn *net.UnixConn, spec MountSpec, mp string) error {
+	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mp}); err != nil {
+		return fmt.Errorf("send request: %w", err)
+	}
+	var args serveMessage
+	fds, err := serveRecv(conn, &args)
+	serveCloseAll(fds)
+	if err != nil {
+		return fmt.Errorf("read the server's answer: %w", err)
+	}
+	if err := args.err(); err != nil {
+		return err
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		err = fmt.Errorf("open /dev/fuse: %w", err)
+		_ = serveSend(conn, serveMessage{Op: "abort", Error: err.Error()})
+		return err
+	}
+	defer unix.Close(fd)
+	flags := args.Flags | serveSpecFlags(spec)
+	data := fmt.Sprintf("fd=%d,%s", fd, args.Data)
+	if err := unix.Mount(args.Source, mp, args.FSType, flags, data); err != nil {
+		err = fmt.Errorf("mount(2) %s type %s: %w", mp, args.FSType, err)
+		_ = serveSend(conn, serveMessage{Op: "abort", Error: err.Error()})
+		return err
+	}
+	fail := func(err error) error {
+		// Nobody serves the connection: take the mount away again.
+		_ = unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		return err
+	}
+	if err := serveSend(conn, serveMessage{Op: "serve"}, fd); err != nil {
+		return fail(fmt.Errorf("hand over the FUSE connection: %w", err))
+	}
+	var done serveMessage
+	fds, err = serveRecv(conn, &done)
+	serveCloseAll(fds)
+	if err != nil {
+		return fail(fmt.Errorf("read the server's answer: %w", err))
+	}
+	if err := done.err(); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// serveSpecFlags are the per-mount flags spec asks for, set at mount
+// time (a daemon of its own sets them by a remount instead).
+func serveSpecFlags(spec MountSpec) uintptr {
+	var f uintptr
+	if spec.ReadOnly || !daemonHasRW(spec.Branches) {
+		f |= unix.MS_RDONLY
+	}
+	if spec.NoExec {
+		f |= unix.MS_NOEXEC
+	}
+	if spec.NoAtime {
+		f |= unix.MS_NOATIME
+	}
+	if spec.NoDirAtime {
+		f |= unix.MS_NODIRATIME
+	}
+	return f
+}
+
+// MountServerAlive says whether a mount server answers on socket.
+func MountServerAlive(socket string) bool {
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
