@@ -18,12 +18,15 @@ build:
 
 # install puts unionctl in PATH and links it where mount(8) and
 # mount.fuse3 look for the helper of "-t fuse3.unionctl" (mount(8) clears
-# PATH; mount.fuse3 runs "fuse3.unionctl" through /bin/sh's default PATH).
+# PATH; mount.fuse3 runs "fuse3.unionctl" through /bin/sh's default PATH),
+# and installs the systemd unit of the mount server (unionctl serve).
 PREFIX ?= /usr/local
 install: build
 	install -D -m 0755 $(UNIONCTL) $(PREFIX)/bin/unionctl
 	ln -sf $(PREFIX)/bin/unionctl $(PREFIX)/sbin/fuse3.unionctl
 	ln -sf $(PREFIX)/bin/unionctl /sbin/mount.fuse3.unionctl
+	mkdir -p /etc/systemd/system
+	sed 's|@BINDIR@|$(PREFIX)/bin|' contrib/unionctl-serve.service > /etc/systemd/system/unionctl-serve.service
 
 # deps installs the Debian packages the tests need, when missing.
 deps:

@@ -176,7 +176,7 @@ func (s *MountServer) handle(conn *net.UnixConn) {
 	fds, err := serveRecv(conn, &req)
 	serveCloseAll(fds) // the first message carries none
 	if err != nil {
-		if err != io.EOF { // EOF: a liveness check
+		if !errors.Is(err, io.EOF) { // EOF: a liveness check
 			s.logger.Printf("client: %v", err)
 		}
 		return
