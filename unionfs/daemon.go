@@ -59,14 +59,7 @@ func StartDaemon(spec MountSpec, mountpoint string) error {
 // daemonPrepare validates spec and returns the canonical mountpoint and
 // branches.
 func daemonPrepare(spec MountSpec, mountpoint string) (string, []Branch, error) {
-	if err := Validate(spec.Branches, mountpoint); err != nil {
-		return "", nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	branches, err := CanonicalBranches(spec.Branches)
-	if err != nil {
-		return "", nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	mp, err := specResolveDir("mountpoint", mountpoint)
+	branches, mp, err := validateResolve(spec.Branches, mountpoint)
 	if err != nil {
 		return "", nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

@@ -286,17 +286,35 @@ func specParseTimeout(key, val string) (time.Duration, error) {
 // missing mountpoint or one that is not a directory. A stack without an
 // rw branch is valid: it makes a read-only union, as in aufs.
 func Validate(branches []Branch, mountpoint string) error {
+	_, _, err := validateResolve(branches, mountpoint)
+	return err
+}
+
+// validateResolve is Validate that also returns the canonical branches
+// and mountpoint (as CanonicalBranches and specResolveDir give them),
+// resolving each path once.
+func validateResolve(branches []Branch, mountpoint string) ([]Branch, string, error) {
 	resolved, err := specResolveBranches(branches)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if mountpoint == "" {
-		return specBadf("no mountpoint given")
+		return nil, "", specBadf("no mountpoint given")
 	}
 	mp, err := specResolveDir("mountpoint", mountpoint)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
+	if err := validateMountpoint(branches, resolved, mountpoint, mp); err != nil {
+		return nil, "", err
+	}
+	return resolved, mp, nil
+}
+
+// validateMountpoint checks the canonical mountpoint mp against the
+// canonical branches resolved (branches and mountpoint as given, for
+// messages).
+func validateMountpoint(branches, resolved []Branch, mountpoint, mp string) error {
 	for i, b := range resolved {
 		switch {
 		case b.Path == mp:
