@@ -274,19 +274,8 @@ func daemonUnmount(srv *Server, mp string) error {
 // ro for a stack without an rw branch; noexec, noatime, nodiratime) by a
 // bind remount of the mount, keeping the flags it has.
 func daemonApplyFlags(spec MountSpec, branches []Branch, mp string) error {
-	var want uintptr
-	if spec.ReadOnly || !daemonHasRW(branches) {
-		want |= unix.MS_RDONLY
-	}
-	if spec.NoExec {
-		want |= unix.MS_NOEXEC
-	}
-	if spec.NoAtime {
-		want |= unix.MS_NOATIME
-	}
-	if spec.NoDirAtime {
-		want |= unix.MS_NODIRATIME
-	}
+	spec.Branches = branches
+	want := specMountFlags(spec)
 	if want == 0 {
 		return nil
 	}
@@ -308,6 +297,25 @@ func daemonApplyFlags(spec MountSpec, branches []Branch, mp string) error {
 		return fmt.Errorf("remount %s with flags %#x: %w", mp, want, err)
 	}
 	return nil
+}
+
+// specMountFlags are the per-mount flags (MS_*) spec asks for: ro, and
+// ro for a stack without an rw branch; noexec, noatime, nodiratime.
+func specMountFlags(spec MountSpec) uintptr {
+	var f uintptr
+	if spec.ReadOnly || !daemonHasRW(spec.Branches) {
+		f |= unix.MS_RDONLY
+	}
+	if spec.NoExec {
+		f |= unix.MS_NOEXEC
+	}
+	if spec.NoAtime {
+		f |= unix.MS_NOATIME
+	}
+	if spec.NoDirAtime {
+		f |= unix.MS_NODIRATIME
+	}
+	return f
 }
 
 // daemonHasRW says whether the stack has a writable branch.

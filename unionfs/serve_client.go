@@ -103,7 +103,7 @@ func serveClientMount(conn *net.UnixConn, spec MountSpec, mp string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	flags := args.Flags | serveSpecFlags(spec)
+	flags := args.Flags | specMountFlags(spec) // set at mount time, no remount
 	data := fmt.Sprintf("fd=%d,%s", fd, args.Data)
 	if err := unix.Mount(args.Source, mp, args.FSType, flags, data); err != nil {
 		err = fmt.Errorf("mount(2) %s type %s: %w", mp, args.FSType, err)
@@ -128,25 +128,6 @@ func serveClientMount(conn *net.UnixConn, spec MountSpec, mp string) error {
 		return fail(err)
 	}
 	return nil
-}
-
-// serveSpecFlags are the per-mount flags spec asks for, set at mount
-// time (a daemon of its own sets them by a remount instead).
-func serveSpecFlags(spec MountSpec) uintptr {
-	var f uintptr
-	if spec.ReadOnly || !daemonHasRW(spec.Branches) {
-		f |= unix.MS_RDONLY
-	}
-	if spec.NoExec {
-		f |= unix.MS_NOEXEC
-	}
-	if spec.NoAtime {
-		f |= unix.MS_NOATIME
-	}
-	if spec.NoDirAtime {
-		f |= unix.MS_NODIRATIME
-	}
-	return f
 }
 
 // MountServerAlive says whether a mount server answers on socket.

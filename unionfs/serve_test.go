@@ -37,6 +37,19 @@ func startTestMountServer(t *testing.T) (*MountServer, *syncBuffer) {
 	return s, logw
 }
 
+// mountServed mounts the spec opts (branches relative to dir) at mnt
+// through s.
+func mountServed(t *testing.T, s *MountServer, dir, mnt, opts string) {
+	t.Helper()
+	spec, err := ParseOptionsAt(opts, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := MountThroughServer(s.Socket(), spec, mnt); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitNoMounts waits until s serves nothing.
 func waitNoMounts(t *testing.T, s *MountServer) {
 	t.Helper()
@@ -55,13 +68,7 @@ func waitNoMounts(t *testing.T, s *MountServer) {
 func TestMountThroughServer(t *testing.T) {
 	dir, mnt := daemonTestDirs(t)
 	s, _ := startTestMountServer(t)
-	spec, err := ParseOptionsAt("dirs=a=rw:b=ro,udba=none", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := MountThroughServer(s.Socket(), spec, mnt); err != nil {
-		t.Fatal(err)
-	}
+	mountServed(t, s, dir, mnt, "dirs=a=rw:b=ro,udba=none")
 	if got, err := os.ReadFile(filepath.Join(mnt, "f2")); err != nil || string(got) != "b/f2" {
 		t.Fatalf("read f2 through the union: %q, %v", got, err)
 	}
@@ -97,15 +104,9 @@ func TestMountThroughServer(t *testing.T) {
 func TestMountThroughServerFlags(t *testing.T) {
 	dir, mnt := daemonTestDirs(t)
 	s, _ := startTestMountServer(t)
-	spec, err := ParseOptionsAt("dirs=a=rw:b=ro,ro,noexec", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := MountThroughServer(s.Socket(), spec, mnt); err != nil {
-		t.Fatal(err)
-	}
+	mountServed(t, s, dir, mnt, "dirs=a=rw:b=ro,ro,noexec")
 	t.Cleanup(func() { _ = Umount(mnt) })
-	err = os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644)
+	err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644)
 	if !errors.Is(err, syscall.EROFS) {
 		t.Errorf("create on a ro served mount: %v, want EROFS", err)
 	}
