@@ -347,6 +347,7 @@ func specResolveBranches(branches []Branch) ([]Branch, error) {
 		return nil, specBadf("no branches given (want dirs=BR[=MODE]:...)")
 	}
 	out := make([]Branch, len(branches))
+	stats := make([]syscall.Stat_t, len(branches))
 	for i, b := range branches {
 		switch b.Mode {
 		case RW:
@@ -357,11 +358,12 @@ func specResolveBranches(branches []Branch) ([]Branch, error) {
 		default:
 			return nil, specBadf("branch %s: unknown mode %d", b.Path, b.Mode)
 		}
-		p, err := specResolveDir("branch", b.Path)
+		p, st, err := specResolveDirStat("branch", b.Path)
 		if err != nil {
 			return nil, err
 		}
 		out[i] = Branch{Path: p, Mode: b.Mode}
+		stats[i] = st
 	}
 	// Each branch is stat'ed once and its ancestors looked up in a map, so
 	// a stack of hundreds of branches validates in linear time.
@@ -369,11 +371,7 @@ func specResolveBranches(branches []Branch) ([]Branch, error) {
 	byID := make(map[fileID]int, len(out))
 	byPath := make(map[string]int, len(out))
 	for i, b := range out {
-		var st syscall.Stat_t
-		if err := syscall.Stat(b.Path, &st); err != nil {
-			return nil, specResolveErr("branch", branches[i].Path, err)
-		}
-		id := fileID{uint64(st.Dev), st.Ino}
+		id := fileID{uint64(stats[i].Dev), stats[i].Ino}
 		if j, dup := byID[id]; dup {
 			return nil, specBadf("branch %s given twice (as %s and %s)", out[j].Path, branches[j].Path, branches[i].Path)
 		}
@@ -396,28 +394,42 @@ func specResolveBranches(branches []Branch) ([]Branch, error) {
 // specResolveDir resolves p to an absolute path without symlinks and
 // checks that it is a directory; what names p in errors.
 func specResolveDir(what, p string) (string, error) {
+	real, _, err := specResolveDirStat(what, p)
+	return real, err
+}
+
+// specResolveDirStat is specResolveDir that also returns the directory's
+// stat. The directory is opened (a dead FUSE mount answers stat from the
+// cache, but not open) and its canonical path read back from the
+// descriptor: four system calls, where walking the path for symlinks
+// takes one per component.
+func specResolveDirStat(what, p string) (string, syscall.Stat_t, error) {
+	var st syscall.Stat_t
 	abs, err := filepath.Abs(p)
 	if err != nil {
-		return "", specBadf("%s %s: %v", what, p, err)
+		return "", st, specBadf("%s %s: %v", what, p, err)
 	}
-	real, err := filepath.EvalSymlinks(abs)
+	fd, err := syscall.Open(abs, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err == syscall.ENOTDIR {
+		if _, serr := os.Stat(abs); serr == nil {
+			return "", st, specBadf("%s %s: not a directory", what, p)
+		}
+	}
 	if err != nil {
-		return "", specResolveErr(what, p, err)
+		return "", st, specResolveErr(what, p, err)
 	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return "", specResolveErr(what, p, err)
+	defer syscall.Close(fd)
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return "", st, specResolveErr(what, p, err)
 	}
-	if !fi.IsDir() {
-		return "", specBadf("%s %s: not a directory", what, p)
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || !filepath.IsAbs(real) || strings.HasSuffix(real, " (deleted)") {
+		// No /proc (or an odd answer): walk the path instead.
+		if real, err = filepath.EvalSymlinks(abs); err != nil {
+			return "", st, specResolveErr(what, p, err)
+		}
 	}
-	// Open it too: a dead FUSE mount answers stat from the cache.
-	d, err := os.Open(real)
-	if err != nil {
-		return "", specResolveErr(what, p, err)
-	}
-	d.Close()
-	return real, nil
+	return real, st, nil
 }
 
 // specResolveErr describes why the directory p could not be used.
