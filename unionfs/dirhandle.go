@@ -18,23 +18,32 @@ var (
 )
 
 // dirHandle is an open directory: a snapshot of the merged listing taken
-// at opendir (and again at rewinddir), whose offsets are indexes, so
-// telldir/seekdir are stable whatever happens to the directory. It keeps
-// a descriptor of the top-most copy so fstat works after the directory
-// was removed or replaced.
+// at opendir (and again at rewinddir), whose offsets are the names'
+// offsets (see dirCacheState), so telldir/seekdir are stable whatever
+// happens to the directory. It keeps a descriptor of the top-most copy
+// so fstat works after the directory was removed or replaced.
 type dirHandle struct {
 	n  *node
 	fd int
 
 	mu sync.Mutex
-	ds fs.DirStream
+	ds *dirSnapshot
 }
 
-// OpendirHandle snapshots the listing of n.
+// OpendirHandle snapshots the listing of n. The handle lets the kernel
+// cache the listing (see dirCacheState), so a walk that lists a
+// directory again is answered without a READDIR round trip per buffer.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	ds, errno := n.Readdir(ctx)
+	ents, errno := n.mergedEntries()
 	if errno != 0 {
 		return nil, 0, errno
+	}
+	ds, keep := n.dirCacheOpen(ents)
+	if !keep {
+		// Drop what the kernel holds; this handle's snapshot refills it.
+		// (go-fuse always pairs FOPEN_CACHE_DIR with FOPEN_KEEP_CACHE,
+		// so the kernel keeps its copy unless told.)
+		_ = n.NotifyContent(0, 0)
 	}
 	d := &dirHandle{n: n, fd: -1, ds: ds}
 	if _, p, errno := n.where(); errno == 0 {
@@ -45,7 +54,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 			n.mu.Unlock()
 		}
 	}
-	return d, 0, 0
+	return d, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Readdirent returns the next entry of the snapshot.
@@ -59,23 +68,21 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return &e, errno
 }
 
-// Seekdir moves to an index of the snapshot; offset 0 (rewinddir) takes
-// a new snapshot, as POSIX wants rewinddir to show the current contents.
+// Seekdir moves past the entry whose offset is off; offset 0 (rewinddir)
+// takes a new snapshot, as POSIX wants rewinddir to show the current
+// contents.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if off == 0 {
-		ds, errno := d.n.Readdir(ctx)
+		ents, errno := d.n.mergedEntries()
 		if errno == 0 {
-			d.ds.Close()
-			d.ds = ds
+			d.ds = d.n.dirCacheRewind(ents)
 			return 0
 		}
 	}
-	if sd, ok := d.ds.(fs.FileSeekdirer); ok {
-		return sd.Seekdir(ctx, off)
-	}
-	return syscall.ENOTSUP
+	d.ds.seek(off)
+	return 0
 }
 
 // Fsyncdir syncs the top-most copy.
@@ -90,11 +97,11 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.ds.Close()
+	n := d.n
+	n.dirCacheClose()
 	if d.fd < 0 {
 		return
 	}
-	n := d.n
 	n.mu.Lock()
 	for i, fd := range n.dirFds {
 		if fd == d.fd {

@@ -28,6 +28,7 @@ type node struct {
 	ptOpen     int        // open handles in passthrough mode
 	tmpFd      int        // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
 	dirFds     []int      // descriptors held by open directory handles
+	dirCache   dirCacheState
 }
 
 var (

@@ -130,9 +130,30 @@ func mergedNames(layers []*branch, rel string) ([]string, syscall.Errno) {
 	return names, 0
 }
 
-// Readdir snapshots the merged listing when the directory is read first;
-// offsets are indexes into the snapshot, so seekdir/telldir are stable.
+// Readdir lists n, "." and ".." first. The directory handles of the
+// mount serve snapshots instead (see OpendirHandle); this is the plain
+// listing for callers without one.
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ents, errno := n.mergedEntries()
+	if errno != 0 {
+		return nil, errno
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	list = append(list, n.dotEntries()...)
+	return fs.NewListDirStream(append(list, ents...)), 0
+}
+
+// dotEntries are the "." and ".." entries of directory n.
+func (n *node) dotEntries() []fuse.DirEntry {
+	return []fuse.DirEntry{
+		{Name: ".", Mode: syscall.S_IFDIR, Ino: n.ino, Off: 1},
+		{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2},
+	}
+}
+
+// mergedEntries is the merged listing of n as the kernel is given it,
+// without "." and ".." and without offsets.
+func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
 	n.u.ns.RLock()
 	e, rel, errno := n.resolve()
 	if errno != 0 {
@@ -144,12 +165,10 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
-	list := make([]fuse.DirEntry, 0, len(ents)+2)
-	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.ino})
-	list = append(list, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1})
+	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, d := range ents {
 		ino := n.u.inos.get(devIno{d.br.dev, d.ino})
 		list = append(list, fuse.DirEntry{Name: d.name, Ino: ino, Mode: uint32(d.typ) << 12})
 	}
-	return fs.NewListDirStream(list), 0
+	return list, 0
 }

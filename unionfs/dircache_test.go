@@ -1,0 +1,154 @@
+package unionfs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitListing lists p until it shows want (the kernel's cached listing
+// must give way within the cache timeouts).
+func waitListing(t *testing.T, p string, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := listDir(t, p)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listing of %s: got %v, want %v", p, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCachedListingFollowsChanges checks the kernel's cached directory
+// listings: a lower branch changed from outside (which leaves the top
+// copy's mtime alone) shows after the cache timeout, and changes made
+// through the mount show at once.
+func TestCachedListingFollowsChanges(t *testing.T) {
+	to := 100 * time.Millisecond
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
+	d := tu.m("d")
+	for range 3 { // filled, then served from the kernel's cache
+		if got, want := listDir(t, d), []string{"l", "u"}; !slices.Equal(got, want) {
+			t.Fatalf("listing: got %v, want %v", got, want)
+		}
+	}
+	writeFile(t, tu.b(1, "d/new"), "x")
+	waitListing(t, d, []string{"l", "new", "u"})
+	if err := os.Remove(tu.b(1, "d/l")); err != nil {
+		t.Fatal(err)
+	}
+	waitListing(t, d, []string{"new", "u"})
+
+	writeFile(t, tu.m("d/mine"), "x")
+	if got, want := listDir(t, d), []string{"mine", "new", "u"}; !slices.Equal(got, want) {
+		t.Fatalf("after create: got %v, want %v", got, want)
+	}
+	if err := os.Remove(tu.m("d/new")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listDir(t, d), []string{"mine", "u"}; !slices.Equal(got, want) {
+		t.Fatalf("after unlink: got %v, want %v", got, want)
+	}
+}
+
+// TestCachedListingTwoHandles lists a directory through two handles open
+// at once while a lower branch changes from outside: the later listings
+// never stay on the old contents.
+func TestCachedListingTwoHandles(t *testing.T) {
+	to := 50 * time.Millisecond
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
+	d := tu.m("d")
+	listDir(t, d)
+	held, err := os.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	writeFile(t, tu.b(1, "d/new"), "x")
+	time.Sleep(3 * to)
+	waitListing(t, d, []string{"l", "new", "u"})
+	// The held handle's snapshot (taken before the change) may now fill
+	// the kernel's copy; later opens must not keep it.
+	if _, err := held.Readdirnames(-1); err != nil {
+		t.Fatal(err)
+	}
+	waitListing(t, d, []string{"l", "new", "u"})
+	for range 3 {
+		if got, want := listDir(t, d), []string{"l", "new", "u"}; !slices.Equal(got, want) {
+			t.Fatalf("listing: got %v, want %v", got, want)
+		}
+	}
+}
+
+// readSome reads directory entries from fd with one small getdents
+// call and appends their names ("." and ".." left out); it reports
+// false at the end of the directory.
+func readSome(t *testing.T, fd int, names []string) ([]string, bool) {
+	t.Helper()
+	buf := make([]byte, 1024)
+	n, err := syscall.Getdents(fd, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n <= 0 {
+		return names, false
+	}
+	_, _, names = syscall.ParseDirent(buf[:n], -1, names)
+	return names, true
+}
+
+// TestCachedListingReaderKeepsItsPlace reads a directory through one
+// descriptor in small steps while the directory changes and another
+// descriptor lists it from the start (which refills the kernel's cached
+// listing from a newer snapshot): every name that stayed is read exactly
+// once.
+func TestCachedListingReaderKeepsItsPlace(t *testing.T) {
+	files := map[string]string{}
+	for i := range 600 {
+		files[fmt.Sprintf("1:d/f%04d", i)] = ""
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, files, Options{})
+	d := tu.m("d")
+	listDir(t, d) // fill the kernel's copy
+	fd, err := syscall.Open(d, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	got, more := readSome(t, fd, nil)
+	if !more || len(got) < 3 {
+		t.Fatalf("first read: %d names", len(got))
+	}
+	// Remove two names already read, add one.
+	gone := map[string]bool{got[0]: true, got[1]: true}
+	for name := range gone {
+		if err := os.Remove(filepath.Join(d, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(d, "added"), "")
+	if n := len(listDir(t, d)); n != 599 {
+		t.Fatalf("second descriptor lists %d names, want 599", n)
+	}
+	for more {
+		got, more = readSome(t, fd, got)
+	}
+	seen := map[string]int{}
+	for _, name := range got {
+		seen[name]++
+	}
+	for i := range 600 {
+		name := fmt.Sprintf("f%04d", i)
+		if seen[name] != 1 && !gone[name] {
+			t.Errorf("%s read %d times", name, seen[name])
+		}
+	}
+}
