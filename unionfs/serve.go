@@ -174,63 +174,49 @@ func (s *MountServer) Close() error {
 func (s *MountServer) handle(conn *net.UnixConn) {
 	var req serveMessage
 	fds, err := serveRecv(conn, &req)
-	serveCloseAll(fds) // the first message carries none
 	if err != nil {
 		if !errors.Is(err, io.EOF) { // EOF: a liveness check
 			s.logger.Printf("client: %v", err)
 		}
 		return
 	}
-	if req.Op != "mount" || req.Spec == nil {
-		_ = serveSend(conn, serveMessage{Error: fmt.Sprintf("unknown request %q (want mount with a spec)", req.Op)})
+	if req.Op != "mount" || req.Spec == nil || len(fds) != 1 {
+		serveCloseAll(fds)
+		_ = serveSend(conn, serveMessage{Error: fmt.Sprintf("bad request %q with %d descriptors: want mount, a spec and one /dev/fuse descriptor", req.Op, len(fds))})
 		return
 	}
 	mp := req.Mountpoint
-	if err := s.serve(conn, *req.Spec, mp); err != nil {
+	if err := s.serve(*req.Spec, mp, fds[0]); err != nil {
 		s.logger.Printf("mount %s: %v", mp, err)
 		_ = serveSend(conn, serveErrorMessage(err))
+		return
+	}
+	if err := serveSend(conn, serveMessage{}); err != nil {
+		// The client is gone, its mount with it or not: serving goes
+		// on until the mount is unmounted.
+		s.logger.Printf("mount %s: report success: %v", mp, err)
 	}
 }
 
-// serve builds the union of spec, tells the client how to mount it,
-// takes the FUSE connection and serves it. An error is reported to the
-// client by the caller.
-func (s *MountServer) serve(conn *net.UnixConn, spec MountSpec, mp string) error {
-	if !filepath.IsAbs(mp) {
-		return fmt.Errorf("%w: mountpoint %q is not absolute", ErrBadSpec, mp)
+// serve builds the union of spec and serves it on fd, the /dev/fuse
+// descriptor the client mounted at mp. It owns fd: on error it is
+// closed, which leaves the client's mount dead for it to detach.
+func (s *MountServer) serve(spec MountSpec, mp string, fd int) error {
+	if err := serveCheckFuseFD(fd); err != nil {
+		unix.Close(fd)
+		return err
 	}
 	// The client validated the stack in full (Validate); what the server
 	// needs besides is that each branch opens as a directory here, which
 	// newUnion checks.
 	for _, b := range spec.Branches {
 		if !filepath.IsAbs(b.Path) || b.Mode < RW || b.Mode > RR {
+			unix.Close(fd)
 			return fmt.Errorf("%w: branch %q (mode %d): want an absolute path and mode rw, ro or rr", ErrBadSpec, b.Path, b.Mode)
 		}
 	}
 	u, root, fsopts, err := newUnion(spec.Branches, spec.Options)
 	if err != nil {
-		return err
-	}
-	source, fstype, flags, data := kernelMountArgs(fsopts.MountOptions)
-	if err := serveSend(conn, serveMessage{Source: source, FSType: fstype, Flags: flags, Data: data}); err != nil {
-		return fmt.Errorf("send mount arguments: %w", err)
-	}
-	var next serveMessage
-	fds, err := serveRecv(conn, &next)
-	if err != nil {
-		return fmt.Errorf("wait for the FUSE descriptor: %w", err)
-	}
-	if next.Op == "abort" {
-		serveCloseAll(fds)
-		s.logger.Printf("mount %s: client gave up: %s", mp, next.Error)
-		return nil
-	}
-	if next.Op != "serve" || len(fds) != 1 {
-		serveCloseAll(fds)
-		return fmt.Errorf("want a serve request with one descriptor, got %q with %d", next.Op, len(fds))
-	}
-	fd := fds[0]
-	if err := serveCheckFuseFD(fd); err != nil {
 		unix.Close(fd)
 		return err
 	}
@@ -258,11 +244,6 @@ func (s *MountServer) serve(conn *net.UnixConn, spec MountSpec, mp string) error
 		s.logger.Printf("unmounted %s", mp)
 	}()
 	s.logger.Printf("serving %s (%d branches)", mp, len(spec.Branches))
-	if err := serveSend(conn, serveMessage{}); err != nil {
-		// The client is gone; it may still have mounted. Serving goes
-		// on until the mount is unmounted.
-		s.logger.Printf("mount %s: report success: %v", mp, err)
-	}
 	return nil
 }
 
@@ -282,8 +263,8 @@ func serveCheckFuseFD(fd int) error {
 }
 
 // kernelMountArgs are the mount(2) arguments for a FUSE connection with
-// the go-fuse options mo, as go-fuse's own direct mount builds them; the
-// client adds "fd=N,".
+// the go-fuse options mo, as go-fuse's own direct mount builds them,
+// without the leading "fd=N,".
 func kernelMountArgs(mo fuse.MountOptions) (source, fstype string, flags uintptr, data string) {
 	source = mo.FsName
 	if source == "" {

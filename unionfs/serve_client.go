@@ -53,19 +53,15 @@ const goFusePollHackName = ".go-fuse-epoll-hack"
 // registers every opened file with epoll while holding a scheduler slot,
 // and a POLL it waits for then cannot be served if the garbage collector
 // stops the world meanwhile (go-fuse does the same for its own mounts).
-// Raw syscalls here release the slot while they block.
+// poll(2) is a real system call, which releases the slot while it
+// blocks; epoll_ctl is a raw one here, which would not.
 func servePollHack(mp string) {
 	fd, err := unix.Open(mp+"/"+goFusePollHackName, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
 	defer unix.Close(fd)
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return
-	}
-	defer unix.Close(ep)
-	_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
 }
 
 // serveIsSelf says whether the server at the other end of conn is this
@@ -82,44 +78,31 @@ func serveIsSelf(conn *net.UnixConn) bool {
 	return cred != nil && int(cred.Pid) == os.Getpid()
 }
 
-// serveClientMount runs the client side of the protocol (serve_wire.go).
+// serveClientMount runs the client side of the protocol (serve_wire.go):
+// it mounts a new FUSE connection at mp with the arguments the server's
+// own options give (fuseOptions), hands it over with the spec and waits
+// for the server to serve it; on failure the mount is detached again.
 func serveClientMount(conn *net.UnixConn, spec MountSpec, mp string) error {
-	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mp}); err != nil {
-		return fmt.Errorf("send request: %w", err)
-	}
-	var args serveMessage
-	fds, err := serveRecv(conn, &args)
-	serveCloseAll(fds)
-	if err != nil {
-		return fmt.Errorf("read the server's answer: %w", err)
-	}
-	if err := args.err(); err != nil {
-		return err
-	}
+	source, fstype, flags, data := kernelMountArgs(fuseOptions(withDefaults(spec.Options)).MountOptions)
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		err = fmt.Errorf("open /dev/fuse: %w", err)
-		_ = serveSend(conn, serveMessage{Op: "abort", Error: err.Error()})
-		return err
+		return fmt.Errorf("open /dev/fuse: %w", err)
 	}
 	defer unix.Close(fd)
-	flags := args.Flags | specMountFlags(spec) // set at mount time, no remount
-	data := fmt.Sprintf("fd=%d,%s", fd, args.Data)
-	if err := unix.Mount(args.Source, mp, args.FSType, flags, data); err != nil {
-		err = fmt.Errorf("mount(2) %s type %s: %w", mp, args.FSType, err)
-		_ = serveSend(conn, serveMessage{Op: "abort", Error: err.Error()})
-		return err
+	flags |= specMountFlags(spec) // set at mount time, no remount
+	if err := unix.Mount(source, mp, fstype, flags, fmt.Sprintf("fd=%d,%s", fd, data)); err != nil {
+		return fmt.Errorf("mount(2) %s type %s: %w", mp, fstype, err)
 	}
 	fail := func(err error) error {
 		// Nobody serves the connection: take the mount away again.
 		_ = unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 		return err
 	}
-	if err := serveSend(conn, serveMessage{Op: "serve"}, fd); err != nil {
+	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mp}, fd); err != nil {
 		return fail(fmt.Errorf("hand over the FUSE connection: %w", err))
 	}
 	var done serveMessage
-	fds, err = serveRecv(conn, &done)
+	fds, err := serveRecv(conn, &done)
 	serveCloseAll(fds)
 	if err != nil {
 		return fail(fmt.Errorf("read the server's answer: %w", err))

@@ -140,16 +140,9 @@ func TestMountThroughServerErrors(t *testing.T) {
 	}
 	// The server refuses what the client let through: a branch gone
 	// between the client's check and the server's open.
-	conn := dialTestServer(t, s)
 	gone := spec
 	gone.Branches = []Branch{{Path: filepath.Join(dir, "gone"), Mode: RW}}
-	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &gone, Mountpoint: mnt}); err != nil {
-		t.Fatal(err)
-	}
-	var reply serveMessage
-	if _, err := serveRecv(conn, &reply); err != nil {
-		t.Fatal(err)
-	}
+	reply := rawMountRequest(t, s, serveMessage{Op: "mount", Spec: &gone, Mountpoint: mnt}, openFuse(t))
 	if reply.Error == "" || !strings.Contains(reply.Error, "gone") {
 		t.Errorf("server reply to a missing branch: %+v, want an error naming it", reply)
 	}
@@ -158,9 +151,9 @@ func TestMountThroughServerErrors(t *testing.T) {
 	}
 }
 
-// TestMountServerBadClients: garbage, an unknown request, a client that
-// goes away mid-protocol and one that hands over a wrong descriptor get
-// errors; the server serves the next client as if nothing happened.
+// TestMountServerBadClients: garbage, an unknown request, a request
+// without a descriptor and one with a wrong descriptor get errors; the
+// server serves the next client as if nothing happened.
 func TestMountServerBadClients(t *testing.T) {
 	dir, mnt := daemonTestDirs(t)
 	s, _ := startTestMountServer(t)
@@ -168,51 +161,28 @@ func TestMountServerBadClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	conn := dialTestServer(t, s)
 	if _, err := conn.Write([]byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	conn = dialTestServer(t, s)
-	if err := serveSend(conn, serveMessage{Op: "format-disk"}); err != nil {
-		t.Fatal(err)
+	if reply := rawMountRequest(t, s, serveMessage{Op: "format-disk"}); !strings.Contains(reply.Error, "bad request") {
+		t.Errorf("unknown request: reply %+v", reply)
 	}
-	var reply serveMessage
-	if _, err := serveRecv(conn, &reply); err != nil || !strings.Contains(reply.Error, "unknown request") {
-		t.Errorf("unknown request: reply %+v, %v", reply, err)
-	}
-	// Gone after the first step.
-	conn = dialTestServer(t, s)
-	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mnt}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := serveRecv(conn, &reply); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	// A descriptor that is not /dev/fuse.
-	conn = dialTestServer(t, s)
-	if err := serveSend(conn, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mnt}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := serveRecv(conn, &reply); err != nil {
-		t.Fatal(err)
+	if reply := rawMountRequest(t, s, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mnt}); !strings.Contains(reply.Error, "one /dev/fuse descriptor") {
+		t.Errorf("mount without a descriptor: reply %+v", reply)
 	}
 	f, err := os.Open(filepath.Join(dir, "a/f1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := serveSend(conn, serveMessage{Op: "serve"}, int(f.Fd())); err != nil {
-		t.Fatal(err)
+	if reply := rawMountRequest(t, s, serveMessage{Op: "mount", Spec: &spec, Mountpoint: mnt}, int(f.Fd())); !strings.Contains(reply.Error, "not /dev/fuse") {
+		t.Errorf("wrong descriptor: reply %+v", reply)
 	}
-	reply = serveMessage{}
-	if _, err := serveRecv(conn, &reply); err != nil || !strings.Contains(reply.Error, "not /dev/fuse") {
-		t.Errorf("wrong descriptor: reply %+v, %v", reply, err)
+	if IsMounted(mnt) {
+		t.Fatal("a bad client got something mounted")
 	}
-	if err := MountThroughServer(s.Socket(), spec, mnt); err != nil {
-		t.Fatalf("mount after the bad clients: %v", err)
-	}
+	mountServed(t, s, dir, mnt, "dirs=a=rw:b=ro")
 	if _, err := os.Stat(filepath.Join(mnt, "f2")); err != nil {
 		t.Error(err)
 	}
@@ -220,6 +190,34 @@ func TestMountServerBadClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitNoMounts(t, s)
+}
+
+// rawMountRequest sends m with fds to s as a raw client and returns the
+// server's reply.
+func rawMountRequest(t *testing.T, s *MountServer, m serveMessage, fds ...int) serveMessage {
+	t.Helper()
+	conn := dialTestServer(t, s)
+	if err := serveSend(conn, m, fds...); err != nil {
+		t.Fatal(err)
+	}
+	var reply serveMessage
+	got, err := serveRecv(conn, &reply)
+	serveCloseAll(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// openFuse opens /dev/fuse (unmounted: a connection nobody mounted).
+func openFuse(t *testing.T) int {
+	t.Helper()
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	return fd
 }
 
 // TestMountServerClose: closing the server detaches the mounts it serves

@@ -14,17 +14,16 @@ import (
 )
 
 // The mount server's protocol, one JSON message per SOCK_SEQPACKET
-// packet:
+// packet. The client validates the spec, dials, mounts a new /dev/fuse
+// connection itself (in its own mount namespace, with the mount(2)
+// arguments fuseOptions gives), then:
 //
-//	client: {"op":"mount","spec":…,"mountpoint":…}
-//	server: {"source":…,"fstype":…,"flags":…,"data":…} or {"error":…}
-//	client: mounts /dev/fuse with "fd=N,"+data, then
-//	        {"op":"serve"} carrying the /dev/fuse descriptor, or
-//	        {"op":"abort","error":…} when the mount failed
+//	client: {"op":"mount","spec":…,"mountpoint":…} carrying the /dev/fuse descriptor
 //	server: {} once it serves the connection, or {"error":…}
 //
-// The client mounts, in its own mount namespace; the server only ever
-// holds the FUSE connection.
+// On an error the server has closed the descriptor, and the client
+// detaches its now dead mount. The server only ever holds the FUSE
+// connection.
 
 // ServeSocketEnv names the environment variable that overrides where
 // clients find the mount server (see ServeSocket).
@@ -49,10 +48,6 @@ type serveMessage struct {
 	Op         string     `json:"op,omitempty"`
 	Spec       *MountSpec `json:"spec,omitempty"`
 	Mountpoint string     `json:"mountpoint,omitempty"`
-	Source     string     `json:"source,omitempty"`
-	FSType     string     `json:"fstype,omitempty"`
-	Flags      uintptr    `json:"flags,omitempty"`
-	Data       string     `json:"data,omitempty"`
 	Error      string     `json:"error,omitempty"`
 	// BadSpec marks an Error that is the spec's fault (ErrBadSpec).
 	BadSpec bool `json:"bad_spec,omitempty"`

@@ -131,6 +131,15 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 	root.e = u.rootEntry()
 	u.inos.setAlias(keyOf(&root.e.st), 1)
 
+	fsopts := fuseOptions(opts)
+	return u, root, fsopts, nil
+}
+
+// fuseOptions are the go-fuse options a union with opts (defaults
+// filled) is mounted and served with. A client that mounts /dev/fuse
+// for a mount server derives its mount(2) arguments from them too
+// (kernelMountArgs).
+func fuseOptions(opts Options) *fs.Options {
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	mopts := fuse.MountOptions{
 		AllowOther:   opts.AllowOther || os.Geteuid() == 0,
@@ -145,7 +154,7 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 		// attributes, so a walk that stats what it lists needs no LOOKUP
 		// per name (see dirHandle.Lookup).
 	}
-	fsopts := &fs.Options{
+	return &fs.Options{
 		MountOptions:    mopts,
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
@@ -155,7 +164,6 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 		// file of mode 0000 as 0644.
 		NullPermissions: true,
 	}
-	return u, root, fsopts, nil
 }
 
 // Wait blocks until the file system is unmounted.
