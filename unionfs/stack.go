@@ -131,6 +131,9 @@ func lookupCached(ep **entry, layers []*branch, rel, name string) (ok bool) {
 		}
 	}()
 	now := time.Now()
+	if !layers[0].cache.indexWorth(layers, rel, now) {
+		return false
+	}
 	m, err := layers[0].cache.mergedIndex(layers, rel, now)
 	if err != nil {
 		return false
