@@ -314,11 +314,9 @@ func copyXattrs(src, dst string) error {
 	return nil
 }
 
-// cleanWorkDir recreates the rw branch's work directory empty, removing
-// what an interrupted copy-up left behind.
+// cleanWorkDir removes the rw branch's work directory with what an
+// interrupted copy-up left behind in it; it is created again when first
+// needed (ufs.ensureWorkDir).
 func cleanWorkDir(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	return os.Mkdir(dir, 0700)
+	return os.RemoveAll(dir)
 }

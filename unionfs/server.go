@@ -25,7 +25,9 @@ type Server struct {
 	mountpoint string
 }
 
-// openBranches checks every branch directory and records its device.
+// openBranches checks that every branch is a directory and records its
+// device. (Validate, which mounts run first, opened each one, which also
+// catches a dead FUSE mount that stat answers from its cache.)
 func openBranches(branches []Branch) ([]*branch, *branch, error) {
 	if len(branches) == 0 {
 		return nil, nil, errors.New("no branches")
@@ -40,11 +42,6 @@ func openBranches(branches []Branch) ([]*branch, *branch, error) {
 		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 			return nil, nil, fmt.Errorf("branch %s: not a directory", b.Path)
 		}
-		fd, err := syscall.Open(b.Path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, nil, fmt.Errorf("branch %s: %w", b.Path, err)
-		}
-		syscall.Close(fd)
 		br := &branch{path: b.Path, mode: b.Mode, dev: uint64(st.Dev)}
 		if b.Mode == RW {
 			if rw != nil {

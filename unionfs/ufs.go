@@ -2,6 +2,8 @@ package unionfs
 
 import (
 	"context"
+	"errors"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,11 +24,13 @@ type ufs struct {
 	branches []*branch // top first; guarded by ns
 	rw       *branch   // the writable branch, nil for a read-only union
 
-	gen     atomic.Uint64 // bumped when cached resolutions become invalid
-	inos    *inoMap
-	names   *nameCache // names of the read-only branches; nil when off
-	nameMax int        // longest name accepted (branch limit minus len(".wh."))
-	tmpSeq  atomic.Uint64
+	gen       atomic.Uint64 // bumped when cached resolutions become invalid
+	inos      *inoMap
+	names     *nameCache // names of the read-only branches; nil when off
+	nameMax   int        // longest name accepted (branch limit minus len(".wh."))
+	tmpSeq    atomic.Uint64
+	workMu    sync.Mutex
+	workReady bool // the work directory exists (see ensureWorkDir)
 
 	nodesMu sync.Mutex
 	nodes   map[uint64]*node // live nodes by stable inode number
@@ -48,7 +52,23 @@ func (u *ufs) branchCache(b *branch) *nameCache {
 func (u *ufs) workDir() string { return u.rw.join(workName) }
 
 func (u *ufs) tempName(kind string) string {
+	u.ensureWorkDir()
 	return u.workDir() + "/" + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)
+}
+
+// ensureWorkDir creates the work directory on first need rather than at
+// mount: creating a directory costs about a millisecond on some
+// filesystems, more than the rest of a mount, and most mounts never copy
+// anything up. A failure is left for the caller's create to report.
+func (u *ufs) ensureWorkDir() {
+	u.workMu.Lock()
+	defer u.workMu.Unlock()
+	if u.workReady {
+		return
+	}
+	if err := os.Mkdir(u.workDir(), 0o700); err == nil || errors.Is(err, os.ErrExist) {
+		u.workReady = true
+	}
 }
 
 // newNode returns the node for stable number ino, reusing a live one.
