@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // startTestMountServer serves mounts from this process on a socket in a
@@ -89,6 +92,14 @@ func TestMountThroughServer(t *testing.T) {
 	}
 	if pid := DaemonPid(mnt); pid != 0 {
 		t.Errorf("a daemon (pid %d) was started for a served mount", pid)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if got := strings.TrimSpace(string(ra)); err != nil || got != fmt.Sprint(readAheadKB) {
+		t.Errorf("read_ahead_kb of the mount = %q (%v), want %d", got, err, readAheadKB)
 	}
 	if err := Umount(mnt); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrBadSpec marks a mount specification that cannot be mounted as given:
@@ -400,16 +402,26 @@ func specResolveDir(what, p string) (string, error) {
 
 // specResolveDirStat is specResolveDir that also returns the directory's
 // stat. The directory is opened (a dead FUSE mount answers stat from the
-// cache, but not open) and its canonical path read back from the
-// descriptor: four system calls, where walking the path for symlinks
-// takes one per component.
+// cache, but not open); a path with symlinks has its canonical path read
+// back from the descriptor. Three or four system calls, where walking the
+// path for symlinks takes one per component.
 func specResolveDirStat(what, p string) (string, syscall.Stat_t, error) {
 	var st syscall.Stat_t
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return "", st, specBadf("%s %s: %v", what, p, err)
 	}
-	fd, err := syscall.Open(abs, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	// Most paths hold no symlink: opened refusing symlinks, the clean
+	// absolute path is the canonical one, and reading it back is saved.
+	canonical := true
+	fd, err := unix.Openat2(unix.AT_FDCWD, abs, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err == unix.ELOOP || err == unix.ENOSYS || err == unix.EXDEV {
+		canonical = false
+		fd, err = syscall.Open(abs, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	}
 	if err == syscall.ENOTDIR {
 		if _, serr := os.Stat(abs); serr == nil {
 			return "", st, specBadf("%s %s: not a directory", what, p)
@@ -421,6 +433,9 @@ func specResolveDirStat(what, p string) (string, syscall.Stat_t, error) {
 	defer syscall.Close(fd)
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return "", st, specResolveErr(what, p, err)
+	}
+	if canonical {
+		return abs, st, nil
 	}
 	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil || !filepath.IsAbs(real) || strings.HasSuffix(real, " (deleted)") {
