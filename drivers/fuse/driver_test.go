@@ -17,14 +17,15 @@ import (
 )
 
 // An active snapshot on parents is a fuse3.unionctl mount of its rw
-// branch over the parents' ro branches, nearest first; a view has no rw
-// branch and is read-only.
+// branch over the parents' read-only branches, nearest first: "rr" for a
+// layer without whiteouts, "ro" for one with; a view has no rw branch and
+// is read-only.
 func TestMountsAreUnionctlData(t *testing.T) {
 	testenv.NeedRoot(t)
 	d, _ := graphtest.Open(t, factory)
 	ctx := context.Background()
-	graphtest.CommitLayer(t, d, "l0", "", graphtest.File("a", "0", 0o644))
-	graphtest.CommitLayer(t, d, "l1", "l0", graphtest.File("b", "1", 0o644))
+	graphtest.CommitLayer(t, d, "l0", "", graphtest.File("a", "0", 0o644), graphtest.File("gone", "x", 0o644))
+	graphtest.CommitLayer(t, d, "l1", "l0", graphtest.File("b", "1", 0o644), graphtest.Absent("gone"))
 
 	ms, err := d.Prepare(ctx, "active", "l1")
 	if err != nil {
@@ -35,8 +36,8 @@ func TestMountsAreUnionctlData(t *testing.T) {
 	}
 	dirs := strings.TrimPrefix(ms[0].Options[0], "dirs=")
 	branches := strings.Split(dirs, ":")
-	if len(branches) != 3 || !strings.HasSuffix(branches[0], "=rw") || !strings.HasSuffix(branches[1], "=ro") || !strings.HasSuffix(branches[2], "=ro") {
-		t.Fatalf("dirs %q, want rw over two ro branches", dirs)
+	if len(branches) != 3 || !strings.HasSuffix(branches[0], "=rw") || !strings.HasSuffix(branches[1], "=ro") || !strings.HasSuffix(branches[2], "=rr") {
+		t.Fatalf("dirs %q, want rw over l1 ro (it has a whiteout) over l0 rr (none)", dirs)
 	}
 
 	vs, err := d.View(ctx, "view", "l1")
@@ -44,7 +45,7 @@ func TestMountsAreUnionctlData(t *testing.T) {
 		t.Fatal(err)
 	}
 	view := graphtest.MountTemp(t, vs)
-	graphtest.CheckTree(t, view, graphtest.File("a", "0", 0o644), graphtest.File("b", "1", 0o644))
+	graphtest.CheckTree(t, view, graphtest.File("a", "0", 0o644), graphtest.File("b", "1", 0o644), graphtest.Absent("gone"))
 	err = os.WriteFile(filepath.Join(view, "c"), []byte("x"), 0o644)
 	if !errors.Is(err, syscall.EROFS) {
 		t.Errorf("write into a view: %v, want EROFS", err)

@@ -43,6 +43,7 @@ func init() {
 // backend keeps each snapshot's data in root/snapshots/ID/fs.
 type backend struct {
 	root string
+	rr   realROCache // which committed layers mount as rr branches
 }
 
 // New opens the fuse driver with its data under root.
@@ -112,7 +113,11 @@ func (b *backend) Mounts(ctx context.Context, s graph.Snapshot) ([]graph.Mount, 
 		dirs = append(dirs, b.fsDir(s.ID)+"=rw")
 	}
 	for _, p := range s.ParentIDs {
-		dirs = append(dirs, b.fsDir(p)+"=ro")
+		mode := "=ro"
+		if b.isRealRO(p) {
+			mode = "=rr"
+		}
+		dirs = append(dirs, b.fsDir(p)+mode)
 	}
 	// Committed layers never change and the rw branch changes only
 	// through the mount, so the kernel may cache names and attributes
@@ -125,7 +130,8 @@ func (b *backend) Mounts(ctx context.Context, s graph.Snapshot) ([]graph.Mount, 
 }
 
 // Commit drops unionfs's private work entries from the branch, so the
-// committed layer holds only content and whiteouts.
+// committed layer holds only content and whiteouts, and marks a layer
+// without whiteouts for mounting as an rr branch (realro.go).
 func (b *backend) Commit(ctx context.Context, s graph.Snapshot) error {
 	entries, err := os.ReadDir(b.fsDir(s.ID))
 	if err != nil {
@@ -138,11 +144,15 @@ func (b *backend) Commit(ctx context.Context, s graph.Snapshot) error {
 			}
 		}
 	}
+	if err := b.markRealRO(s.ID); err != nil {
+		return graph.Wrap(err, "commit snapshot", s.ID)
+	}
 	return nil
 }
 
 // Remove deletes the snapshot's directory, tolerating a partial one.
 func (b *backend) Remove(ctx context.Context, id string) error {
+	b.forgetRealRO(id)
 	if err := fsutil.RemoveAll(b.dir(id)); err != nil {
 		return graph.Wrap(err, "remove snapshot", id)
 	}
