@@ -32,6 +32,7 @@ func waitListing(t *testing.T, p string, want []string) {
 // copy's mtime alone) shows after the cache timeout, and changes made
 // through the mount show at once.
 func TestCachedListingFollowsChanges(t *testing.T) {
+	cacheListingsAlways(t)
 	to := 100 * time.Millisecond
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
 	d := tu.m("d")
@@ -63,6 +64,7 @@ func TestCachedListingFollowsChanges(t *testing.T) {
 // at once while a lower branch changes from outside: the later listings
 // never stay on the old contents.
 func TestCachedListingTwoHandles(t *testing.T) {
+	cacheListingsAlways(t)
 	to := 50 * time.Millisecond
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
 	d := tu.m("d")
@@ -111,6 +113,7 @@ func readSome(t *testing.T, fd int, names []string) ([]string, bool) {
 // listing from a newer snapshot): every name that stayed is read exactly
 // once.
 func TestCachedListingReaderKeepsItsPlace(t *testing.T) {
+	cacheListingsAlways(t)
 	files := map[string]string{}
 	for i := range 600 {
 		files[fmt.Sprintf("1:d/f%04d", i)] = ""
@@ -151,4 +154,13 @@ func TestCachedListingReaderKeepsItsPlace(t *testing.T) {
 			t.Errorf("%s read %d times", name, seen[name])
 		}
 	}
+}
+
+// cacheListingsAlways lets the kernel cache directory listings whatever
+// the timeouts, for the rest of t (the tests of that cache use short
+// ones).
+func cacheListingsAlways(t *testing.T) {
+	old := longCacheMin
+	longCacheMin = 0
+	t.Cleanup(func() { longCacheMin = old })
 }

@@ -39,7 +39,8 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		return nil, 0, errno
 	}
 	ds, keep := n.dirCacheOpen(ents)
-	if !keep {
+	long := n.u.longCache()
+	if long && !keep {
 		// Drop what the kernel holds; this handle's snapshot refills it.
 		// (go-fuse always pairs FOPEN_CACHE_DIR with FOPEN_KEEP_CACHE,
 		// so the kernel keeps its copy unless told.)
@@ -53,6 +54,12 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 			n.dirFds = append(n.dirFds, fd)
 			n.mu.Unlock()
 		}
+	}
+	if !long {
+		// Short timeouts (udba=reval): once they pass, a walk's entries
+		// are refreshed by READDIRPLUS, which a cached listing would not
+		// send; each would cost a LOOKUP instead.
+		return d, 0, 0
 	}
 	return d, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
@@ -129,13 +136,15 @@ func (n *node) statOpenDir(st *syscall.Stat_t) bool {
 
 var _ fs.FileLookuper = (*dirHandle)(nil)
 
-// Lookup answers READDIRPLUS for one listed name. A name whose node the
-// kernel still holds gets no attributes (node id 0: the kernel leaves
-// its entry alone and revalidates it on its own timeouts, as after a
-// plain READDIR), so a warm walk costs no lookups; a new name is looked
-// up, so a cold walk needs no LOOKUP per name.
+// Lookup answers READDIRPLUS for one listed name. A new name is looked
+// up, so a cold walk needs no LOOKUP per name. With long timeouts a name
+// whose node the kernel still holds gets no attributes (node id 0: the
+// kernel leaves its entry alone, as after a plain READDIR), which saves
+// the daemon the lookup; with short ones (udba=reval) it is looked up
+// again, which renews the kernel's entry: a walk after the timeouts
+// passed then costs no LOOKUP per name.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if d.n.GetChild(name) != nil {
+	if d.n.u.longCache() && d.n.GetChild(name) != nil {
 		return nil, syscall.EEXIST
 	}
 	return d.n.Lookup(ctx, name, out)

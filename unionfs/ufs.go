@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,6 +49,15 @@ func (u *ufs) branchCache(b *branch) *nameCache {
 	}
 	return u.names
 }
+
+// longCacheMin is the entry timeout from which the kernel's caches of the
+// union count as long-lived (udba=none gives a day): directory listings
+// are then cached in the kernel too (see OpendirHandle). A variable for
+// the tests of that cache, which use short timeouts.
+var longCacheMin = 10 * time.Second
+
+// longCache says whether the kernel keeps names for long (longCacheMin).
+func (u *ufs) longCache() bool { return u.opts.EntryTimeout >= longCacheMin }
 
 func (u *ufs) workDir() string { return u.rw.join(workName) }
 
