@@ -6,7 +6,7 @@ import (
 )
 
 // Names are the filesystems that can be compared, in report order.
-var Names = []string{Overlay, FuseOverlayFS, UnionFSFuse, UnionFS}
+var Names = []string{Overlay, FuseOverlayFS, UnionFSFuse, UnionFS, UnionFSCached}
 
 // Select returns the filesystems named in only (all of Names when only is
 // empty), in report order; ours is served by the unionctl binary at
@@ -49,6 +49,8 @@ func newFS(name, unionctlExe string) FS {
 		return NewFuseOverlayFS()
 	case UnionFSFuse:
 		return NewUnionFSFuse()
+	case UnionFSCached:
+		return &UnionctlFS{Exe: unionctlExe, Label: UnionFSCached, Opts: "udba=none"}
 	default:
 		return &UnionctlFS{Exe: unionctlExe}
 	}

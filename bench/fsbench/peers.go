@@ -20,6 +20,10 @@ const (
 	FuseOverlayFS = "fuse-overlayfs"
 	UnionFSFuse   = "unionfs-fuse"
 	UnionFS       = "unionfs"
+	// UnionFSCached is unionfs mounted with udba=none: names and
+	// attributes cached as long as the kernel likes, as fuse-overlayfs
+	// does by default (and the fuse graph driver mounts its layers).
+	UnionFSCached = "unionfs-udba-none"
 )
 
 // mountTimeout is how long a FUSE daemon may take to show its mount.

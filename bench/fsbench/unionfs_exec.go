@@ -17,10 +17,17 @@ type UnionctlFS struct {
 	Exe string
 	// Opts, when not empty, are passed as `-o Opts`.
 	Opts string
+	// Label is the name it is reported under ("unionfs" when empty).
+	Label string
 }
 
-// Name returns "unionfs".
-func (u *UnionctlFS) Name() string { return UnionFS }
+// Name returns the Label, or "unionfs".
+func (u *UnionctlFS) Name() string {
+	if u.Label != "" {
+		return u.Label
+	}
+	return UnionFS
+}
 
 // Available checks that the binary runs and FUSE is there.
 func (u *UnionctlFS) Available() error {
@@ -37,7 +44,7 @@ func (u *UnionctlFS) Available() error {
 // leaves its daemon serving it.
 func (u *UnionctlFS) Mount(ctx context.Context, b Branches) (Mounted, error) {
 	if strings.ContainsAny(b.Upper+b.Lower, ":=,") {
-		return nil, fmt.Errorf("mount %s: branch paths %s, %s hold one of ':', '=' or ','", UnionFS, b.Upper, b.Lower)
+		return nil, fmt.Errorf("mount %s: branch paths %s, %s hold one of ':', '=' or ','", u.Name(), b.Upper, b.Lower)
 	}
 	args := []string{"mount"}
 	if u.Opts != "" {
@@ -51,7 +58,7 @@ func (u *UnionctlFS) Mount(ctx context.Context, b Branches) (Mounted, error) {
 		return nil, err
 	}
 	if t, err := mountType(b.Mnt); err != nil || !strings.HasPrefix(t, "fuse") {
-		return nil, fmt.Errorf("mount %s at %s: unionctl mount succeeded but no FUSE mount is there (%q, %v)", UnionFS, b.Mnt, t, err)
+		return nil, fmt.Errorf("mount %s at %s: unionctl mount succeeded but no FUSE mount is there (%q, %v)", u.Name(), b.Mnt, t, err)
 	}
 	return unmountFunc(func() error {
 		err := u.run(context.Background(), b.Log, "umount", b.Mnt)
