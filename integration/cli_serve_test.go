@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionstack/unionstack/internal/testenv"
 	"github.com/unionstack/unionstack/internal/testimage"
 	"github.com/unionstack/unionstack/unionfs"
 )
@@ -93,6 +95,32 @@ func TestCLIServe(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "serving "+rootfs) || !strings.Contains(logBuf.String(), "unmounted "+rootfs) {
 		t.Errorf("the server's log does not show it served and released %s", rootfs)
 	}
+	// A client in a mount namespace of its own (as a container runner
+	// is): the mount lives there only, the server serves it, and it ends
+	// with the namespace.
+	nsRootfs := filepath.Join(root, "rootfs-ns")
+	if err := os.Mkdir(nsRootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unshare := testenv.NeedCommand(t, "unshare")
+	script := fmt.Sprintf(`%s --driver fuse --root %s container mount web %s && test -x %s/bin/busybox && grep -q 'fuse.unionctl' /proc/self/mounts`,
+		bin, c.root, nsRootfs, nsRootfs)
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = cliEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount through the server in a new mount namespace: %v\n%s", err, out)
+	}
+	if left, _ := mountsBelow(nsRootfs); len(left) > 0 {
+		t.Errorf("the namespace's mount shows in the test's namespace: %v", left)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(logBuf.String(), "unmounted "+nsRootfs) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logBuf.String(), "serving "+nsRootfs) || !strings.Contains(logBuf.String(), "unmounted "+nsRootfs) {
+		t.Errorf("the server did not serve and release the namespace's mount of %s", nsRootfs)
+	}
+
 	if err := server.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
