@@ -12,19 +12,17 @@ import (
 // MountThroughServer mounts spec at mountpoint, in this process's mount
 // namespace, and hands the FUSE connection to the mount server listening
 // on socket (see MountServer), which serves it from then on. It returns
-// once the server serves the mount. The spec is validated here first: a
-// bad spec is ErrBadSpec and mounts nothing. With no server on socket it
-// returns an error wrapping ErrNoMountServer, having done nothing.
+// once the server serves the mount. The spec is validated here before
+// anything is mounted: a bad spec is ErrBadSpec and mounts nothing. With
+// no server on socket it returns an error wrapping ErrNoMountServer,
+// having done nothing.
 //
 // The mount ends with a plain unmount (umount(8), unionctl umount,
 // graph.UnmountAll); branch management (unionctl branch) is for mounts
 // with a daemon of their own.
 func MountThroughServer(socket string, spec MountSpec, mountpoint string) error {
-	mp, branches, err := daemonPrepare(spec, mountpoint)
-	if err != nil {
-		return err
-	}
-	spec.Branches = branches
+	// Dial first: without a server the caller mounts another way, which
+	// validates the spec itself.
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socket, Net: "unixpacket"})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
@@ -33,6 +31,11 @@ func MountThroughServer(socket string, spec MountSpec, mountpoint string) error 
 		return fmt.Errorf("mount %s: dial mount server %s: %w", mountpoint, socket, err)
 	}
 	defer conn.Close()
+	mp, branches, err := daemonPrepare(spec, mountpoint)
+	if err != nil {
+		return err
+	}
+	spec.Branches = branches
 	if err := serveClientMount(conn, spec, mp); err != nil {
 		return fmt.Errorf("mount %s through %s: %w", mountpoint, socket, err)
 	}
