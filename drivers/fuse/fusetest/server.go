@@ -14,12 +14,25 @@ import (
 )
 
 // serveMain is `unionctl serve --socket SOCKET` played by the test binary.
+// Unlike the real server it ends with the test process that started it:
+// a test binary killed on purpose (graphtest's crash case re-executes
+// the test and kills it) runs no cleanup to stop it.
 func serveMain(socket string) int {
+	go exitWithParent(os.Getppid())
 	if err := unionfs.RunMountServer(socket, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "unionctl serve:", err)
 		return 1
 	}
 	return 0
+}
+
+// exitWithParent sends this process SIGTERM (which RunMountServer turns
+// into a clean close) once its parent, ppid, is gone.
+func exitWithParent(ppid int) {
+	for os.Getppid() == ppid {
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 }
 
 // StartMountServer starts a mount server process (the test binary as
