@@ -341,3 +341,15 @@ func stForEachJSON[T any](tx *bolt.Tx, bucket []byte, fn func(key string, v T) e
 		return fn(string(k), v)
 	})
 }
+
+// stAllJSON reads every record of bucket, in key order.
+func stAllJSON[T any](db *bolt.DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return stForEachJSON(tx, bucket, func(_ string, v T) error {
+			out = append(out, v)
+			return nil
+		})
+	})
+	return out, err
+}

@@ -79,13 +79,7 @@ func (s *Store) Container(ctx context.Context, id string) (Container, error) {
 
 // Containers lists the containers, sorted by id.
 func (s *Store) Containers(ctx context.Context) ([]Container, error) {
-	var out []Container
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return stForEachJSON(tx, bucketContainers, func(_ string, c Container) error {
-			out = append(out, c)
-			return nil
-		})
-	})
+	out, err := stAllJSON[Container](s.db, bucketContainers)
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, Wrap(err, "list containers", s.root)
 }

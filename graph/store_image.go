@@ -46,13 +46,7 @@ func (s *Store) Image(ctx context.Context, ref string) (Image, error) {
 
 // Images lists every image, sorted by first name, then id.
 func (s *Store) Images(ctx context.Context) ([]Image, error) {
-	var out []Image
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return stForEachJSON(tx, bucketImages, func(_ string, img Image) error {
-			out = append(out, img)
-			return nil
-		})
-	})
+	out, err := stAllJSON[Image](s.db, bucketImages)
 	if err != nil {
 		return nil, Wrap(err, "list images", s.root)
 	}

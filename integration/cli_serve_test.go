@@ -36,24 +36,31 @@ func TestCLIServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logBuf strings.Builder
-	server.Stderr = &logBuf
+	// The server writes its log into a file itself, so the test can read
+	// it while the server runs.
+	logPath := filepath.Join(root, "serve.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	serverLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	server.Stderr = logf
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = server.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		if server.ProcessState == nil {
-			_ = server.Process.Kill()
-			<-exited
-		}
-		t.Logf("server log:\n%s", logBuf.String())
+		_ = server.Process.Kill() // a no-op once it exited
+		<-exited
+		t.Logf("server log:\n%s", serverLog())
 	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.Contains(line, socket) {
 		t.Fatalf("unionctl serve printed %q (%v), want the socket it serves", line, err)
 	}
-	go func() { exited <- server.Wait() }()
 
 	c := &cli{t: t, bin: bin, driver: "fuse", root: filepath.Join(root, "store")}
 	var drivers []driverStatus
@@ -89,10 +96,10 @@ func TestCLIServe(t *testing.T) {
 		t.Errorf("container umount left %v mounted", left)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logBuf.String(), "unmounted "+rootfs) && time.Now().Before(deadline) {
+	for !strings.Contains(serverLog(), "unmounted "+rootfs) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(logBuf.String(), "serving "+rootfs) || !strings.Contains(logBuf.String(), "unmounted "+rootfs) {
+	if !strings.Contains(serverLog(), "serving "+rootfs) || !strings.Contains(serverLog(), "unmounted "+rootfs) {
 		t.Errorf("the server's log does not show it served and released %s", rootfs)
 	}
 	// A client in a mount namespace of its own (as a container runner
@@ -114,10 +121,10 @@ func TestCLIServe(t *testing.T) {
 		t.Errorf("the namespace's mount shows in the test's namespace: %v", left)
 	}
 	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(logBuf.String(), "unmounted "+nsRootfs) && time.Now().Before(deadline) {
+	for !strings.Contains(serverLog(), "unmounted "+nsRootfs) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(logBuf.String(), "serving "+nsRootfs) || !strings.Contains(logBuf.String(), "unmounted "+nsRootfs) {
+	if !strings.Contains(serverLog(), "serving "+nsRootfs) || !strings.Contains(serverLog(), "unmounted "+nsRootfs) {
 		t.Errorf("the server did not serve and release the namespace's mount of %s", nsRootfs)
 	}
 
@@ -125,9 +132,9 @@ func TestCLIServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("unionctl serve after SIGTERM: %v", err)
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("unionctl serve after SIGTERM: %v", waitErr)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("unionctl serve did not exit on SIGTERM")

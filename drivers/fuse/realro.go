@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,17 +57,23 @@ func (b *backend) forgetRealRO(id string) {
 }
 
 // markRealRO leaves the marker for snapshot id when its layer holds no
-// whiteout or opaque marker.
+// whiteout or opaque marker. A marker from an earlier commit of the same
+// snapshot (undone, then changed) is removed first, so a stale one never
+// survives; when the scan or the new marker fails, the layer simply
+// stays "ro", which is always right.
 func (b *backend) markRealRO(id string) error {
-	found, err := hasWhiteouts(b.fsDir(id))
-	if err != nil || found {
-		return err
+	marker := filepath.Join(b.dir(id), noWhiteoutsMarker)
+	b.forgetRealRO(id)
+	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale %s: %w", marker, err)
 	}
-	f, err := os.OpenFile(filepath.Join(b.dir(id), noWhiteoutsMarker), os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
+	if found, err := hasWhiteouts(b.fsDir(id)); err != nil || found {
+		return nil
 	}
-	return f.Close()
+	if f, err := os.OpenFile(marker, os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+	}
+	return nil
 }
 
 // hasWhiteouts reports whether the tree at dir holds a name beginning

@@ -51,9 +51,18 @@ func StartMountServer(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	socket := filepath.Join(dir, "serve.sock")
-	var log strings.Builder
+	// The log goes to a file, which the server writes directly: read
+	// while it runs, a buffer fed by exec's copying goroutine would race.
+	logPath := filepath.Join(dir, "serve.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		os.RemoveAll(dir)
+		tb.Fatal(err)
+	}
+	defer logf.Close()
+	readLog := func() string { b, _ := os.ReadFile(logPath); return strings.TrimSpace(string(b)) }
 	cmd := exec.Command(helperPath, "serve", "--socket", socket)
-	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
@@ -73,7 +82,7 @@ func StartMountServer(tb testing.TB) string {
 			<-done
 			tb.Errorf("mount server did not exit on SIGTERM; killed it")
 		}
-		if s := strings.TrimSpace(log.String()); s != "" {
+		if s := readLog(); s != "" {
 			tb.Logf("mount server log:\n%s", s)
 		}
 		os.RemoveAll(dir)
@@ -81,7 +90,7 @@ func StartMountServer(tb testing.TB) string {
 	deadline := time.Now().Add(10 * time.Second)
 	for !unionfs.MountServerAlive(socket) {
 		if time.Now().After(deadline) {
-			tb.Fatalf("mount server on %s not up after 10s: %s", socket, log.String())
+			tb.Fatalf("mount server on %s not up after 10s: %s", socket, readLog())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
