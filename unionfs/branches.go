@@ -129,9 +129,14 @@ func (s *Server) invalidate(b *branch) {
 
 // Revalidate forgets the cached names of the read-only branches, so a
 // change made to them from outside shows in new lookups at once instead
-// of after the entry timeout (names the kernel cached keep theirs).
+// of after the entry timeout (names the kernel cached keep theirs). A
+// union whose directories are opened without a request also makes the
+// kernel drop the listings it holds, which no opendir would check.
 func (s *Server) Revalidate() {
 	if s.u.names != nil {
 		s.u.names.reset()
+	}
+	if s.u.zeroOpendir() {
+		s.u.dropKernelListings()
 	}
 }

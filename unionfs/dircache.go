@@ -36,7 +36,8 @@ import (
 // that stayed exactly once, whichever snapshot it continues in. When no
 // handle is open the offsets are dropped, and the next snapshot numbers
 // its names afresh in listing order (the same listing gives the same
-// offsets, so the checksum still says when the kernel's copy holds it).
+// offsets, so the checksum still says when the kernel's copy holds it);
+// not so when the kernel opens directories itself (see dirCacheClose).
 type dirCacheState struct {
 	sum    uint64 // checksum of the listing the kernel's copy holds
 	sumOK  bool   // sum names the kernel's copy
@@ -78,12 +79,15 @@ func (n *node) dirCacheRewind(ents []fuse.DirEntry) *dirSnapshot {
 	return n.snapshotLocked(ents)
 }
 
-// dirCacheClose records a releasedir.
+// dirCacheClose records a releasedir. When the kernel opens
+// directories without a request (zeroOpendir), a reader of its cached
+// copy holds no handle the daemon knows of, so names keep their offsets
+// for the node's life.
 func (n *node) dirCacheClose() {
 	n.mu.Lock()
 	c := &n.dirCache
 	c.open--
-	if c.open == 0 {
+	if c.open == 0 && !n.u.zeroOpendir() {
 		c.live = nil
 	}
 	n.mu.Unlock()

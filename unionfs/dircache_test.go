@@ -119,6 +119,13 @@ func TestCachedListingReaderKeepsItsPlace(t *testing.T) {
 		files[fmt.Sprintf("1:d/f%04d", i)] = ""
 	}
 	tu := mountUnion(t, []Mode{RW, RO}, files, Options{})
+	readerKeepsItsPlace(t, tu)
+}
+
+// readerKeepsItsPlace is TestCachedListingReaderKeepsItsPlace on tu,
+// whose directory d holds f0000..f0599.
+func readerKeepsItsPlace(t *testing.T, tu *testUnion) {
+	t.Helper()
 	d := tu.m("d")
 	listDir(t, d) // fill the kernel's copy
 	fd, err := syscall.Open(d, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)

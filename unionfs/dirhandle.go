@@ -40,8 +40,11 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	}
 	ds, keep := n.dirCacheOpen(ents)
 	long := n.u.longCache()
-	if long && !keep {
+	if long && !keep && !n.u.zeroOpendir() {
 		// Drop what the kernel holds; this handle's snapshot refills it.
+		// (Without OPENDIR requests the kernel is filling its copy from
+		// this very handle, and drops it itself when the directory
+		// changes through the mount.)
 		// (go-fuse always pairs FOPEN_CACHE_DIR with FOPEN_KEEP_CACHE,
 		// so the kernel keeps its copy unless told.)
 		_ = n.NotifyContent(0, 0)
@@ -122,7 +125,8 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 }
 
 // statOpenDir stats an open descriptor of directory n, for an fstat
-// after n lost its name.
+// after n lost its name; without one it gives the attributes n had when
+// it was removed through the union.
 func (n *node) statOpenDir(st *syscall.Stat_t) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -131,7 +135,28 @@ func (n *node) statOpenDir(st *syscall.Stat_t) bool {
 			return true
 		}
 	}
+	if n.removedDir != nil {
+		*st = *n.removedDir
+		return true
+	}
 	return false
+}
+
+// dirRemoved records the attributes of child directory name, which st
+// described, as they are after its removal.
+func (n *node) dirRemoved(name string, st syscall.Stat_t) {
+	in := n.GetChild(name)
+	if in == nil {
+		return
+	}
+	ch, ok := in.Operations().(*node)
+	if !ok {
+		return
+	}
+	st.Nlink = 0
+	ch.mu.Lock()
+	ch.removedDir = &st
+	ch.mu.Unlock()
 }
 
 var _ fs.FileLookuper = (*dirHandle)(nil)

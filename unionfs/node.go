@@ -28,6 +28,10 @@ type node struct {
 	ptOpen     int        // open handles in passthrough mode
 	tmpFd      int        // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
 	dirFds     []int      // descriptors held by open directory handles
+	// removedDir holds the attributes (nlink 0) of a directory removed
+	// through the union, for an fstat of a descriptor the kernel opened
+	// without a handle (zero-message opendir, see rawUnion).
+	removedDir *syscall.Stat_t
 	dirCache   dirCacheState
 }
 

@@ -21,8 +21,9 @@ var posixSkips = map[string]string{
 }
 
 // TestPOSIX runs go-fuse's external POSIX suite against a union of an rw
-// branch over an (empty) ro branch, once with passthrough and once with
-// every handle served by the daemon.
+// branch over an (empty) ro branch: with passthrough, with every handle
+// served by the daemon, and with udba=none (directories opened by the
+// kernel without a request, listings cached).
 func TestPOSIX(t *testing.T) {
 	needFUSE(t)
 	var names []string
@@ -30,19 +31,25 @@ func TestPOSIX(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, pt := range []bool{true, false} {
-		mode := "daemon"
-		if pt {
-			mode = "passthrough"
-		}
-		t.Run(mode, func(t *testing.T) {
+	udbaNonePT := udbaNone
+	udbaNonePT.Passthrough = true
+	modes := []struct {
+		name string
+		opts Options
+	}{
+		{"passthrough", Options{Passthrough: true}},
+		{"daemon", Options{}},
+		{"udba-none", udbaNonePT},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
 			for _, name := range names {
 				fn := posixtest.All[name]
 				t.Run(name, func(t *testing.T) {
 					if why, ok := posixSkips[name]; ok {
 						t.Skip(why)
 					}
-					tu := mountUnion(t, []Mode{RW, RO}, nil, Options{Passthrough: pt})
+					tu := mountUnion(t, []Mode{RW, RO}, nil, mode.opts)
 					fn(t, tu.mnt)
 				})
 			}

@@ -79,6 +79,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return errno
 		}
 	}
+	if dir {
+		n.dirRemoved(name, e.st)
+	}
 	return 0
 }
 

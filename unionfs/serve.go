@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -224,7 +223,7 @@ func (s *MountServer) serve(spec MountSpec, mp string, fd int) error {
 	// mean exactly that, and mounts nothing itself.
 	fsopts.MountOptions.DirectMount = false
 	fsopts.MountOptions.DirectMountStrict = false
-	srv, err := fs.Mount(fmt.Sprintf("/dev/fd/%d", fd), root, fsopts)
+	srv, err := serveUnion(u, root, fmt.Sprintf("/dev/fd/%d", fd), fsopts)
 	if err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("serve the FUSE connection: %w", err)

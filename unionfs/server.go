@@ -89,7 +89,7 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	srv, err := fs.Mount(mountpoint, root, fsopts)
+	srv, err := serveUnion(u, root, mountpoint, fsopts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

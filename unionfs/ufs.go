@@ -39,6 +39,7 @@ type ufs struct {
 	stateMu sync.Mutex // guards branch.open counters
 	root    *node
 	server  *fuse.Server
+	raw     *rawUnion // the bridge serving the union
 }
 
 // branchCache is the name cache for b: none for the rw branch, which
