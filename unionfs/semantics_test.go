@@ -626,3 +626,50 @@ func TestTmpfileLinkedIntoLowerDir(t *testing.T) {
 		t.Errorf("ls d = %v, want %v", got, want)
 	}
 }
+
+// TestWhiteoutsAreLinksOfOneBase checks that whiteouts are hard links of
+// one empty base file, as aufs makes them, hidden from the union; that
+// a base removed from outside is made again; and that whiteouts of an
+// earlier mount (whose base the remount's cleanup removed) still hide.
+func TestWhiteoutsAreLinksOfOneBase(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:a": "x", "1:d/b": "x", "1:c": "x", "1:e": "x"}, Options{})
+	for _, p := range []string{"a", "d/b"} {
+		if err := os.Remove(tu.m(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wa, wb syscall.Stat_t
+	if err := syscall.Lstat(tu.b(0, ".wh.a"), &wa); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Lstat(tu.b(0, "d/.wh.b"), &wb); err != nil {
+		t.Fatal(err)
+	}
+	if wa.Ino != wb.Ino || wa.Nlink < 3 || wa.Size != 0 || wa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		t.Fatalf("whiteouts: inodes %d and %d, nlink %d, size %d, mode %o; want one empty regular file linked from the base and both", wa.Ino, wb.Ino, wa.Nlink, wa.Size, wa.Mode)
+	}
+	if got, want := listDir(t, tu.mnt), []string{"c", "d", "e"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ls = %v, want %v", got, want)
+	}
+	if err := os.RemoveAll(tu.b(0, workName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(tu.m("c")); err != nil {
+		t.Fatalf("unlink after the base was removed: %v", err)
+	}
+	mustExist(t, tu.b(0, ".wh.c"))
+	srv := tu.srv
+	tu.unmount(t)
+	var err error
+	tu.srv, err = Mount(srv.Branches(), tu.mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listDir(t, tu.mnt), []string{"d", "e"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after remount: ls = %v, want %v", got, want)
+	}
+	if err := os.Remove(tu.m("e")); err != nil {
+		t.Fatal(err)
+	}
+	mustNotExist(t, tu.m("e"))
+}

@@ -32,6 +32,9 @@ type ufs struct {
 	tmpSeq    atomic.Uint64
 	workMu    sync.Mutex
 	workReady bool // the work directory exists (see ensureWorkDir)
+	// whBaseReady says the base file of whiteouts exists (see
+	// whiteoutBase); guarded by workMu.
+	whBaseReady bool
 
 	nodesMu sync.Mutex
 	nodes   map[uint64]*node // live nodes by stable inode number
