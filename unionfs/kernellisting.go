@@ -65,6 +65,19 @@ func newRawUnion(u *ufs, root fs.InodeEmbedder, opts *fs.Options) *rawUnion {
 	return &rawUnion{RawFileSystem: fs.NewNodeFS(root, opts), u: u, listings: map[uint64]*listing{}}
 }
 
+// Release counts the file releases being handled while go-fuse handles
+// one. go-fuse 2.12 drops a reference to the node's passthrough backing
+// file on every release, also of a handle that never took one; a
+// release running while another handle of the node is opened with
+// passthrough can so unregister the backing file the open's reply
+// names, and the kernel then fails that open with EIO. newHandleMode
+// gives no passthrough while a release is in flight.
+func (r *rawUnion) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.u.releasing.Add(1)
+	defer r.u.releasing.Add(-1)
+	r.RawFileSystem.Release(cancel, in)
+}
+
 // OpenDir answers ENOSYS when the kernel is to open directories itself.
 func (r *rawUnion) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if r.u.zeroOpendir() {

@@ -139,3 +139,41 @@ func TestConcurrentWriters(t *testing.T) {
 		})
 	}
 }
+
+// TestPassthroughOpenDuringRelease reads lower files and at once opens
+// them for write (copy-up, passthrough), from many goroutines: the
+// release of the read handle then runs while the write handle is
+// opened. go-fuse drops a passthrough reference on every release, so a
+// passthrough handle opened during one lost its backing file and the
+// kernel failed the open with EIO (see rawUnion.Release).
+func TestPassthroughOpenDuringRelease(t *testing.T) {
+	files := map[string]string{}
+	for i := range 400 {
+		files[fmt.Sprintf("1:f%03d", i)] = "lower"
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, files, Options{Passthrough: true})
+	errs := make(chan error, 400)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < 400; i += 8 {
+				p := tu.m(fmt.Sprintf("f%03d", i))
+				if _, err := os.ReadFile(p); err != nil {
+					errs <- err
+					return
+				}
+				if err := os.WriteFile(p, []byte("upper"), 0o644); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -43,6 +43,8 @@ type ufs struct {
 	root    *node
 	server  *fuse.Server
 	raw     *rawUnion // the bridge serving the union
+
+	releasing atomic.Int64 // file releases in flight (see rawUnion.Release)
 }
 
 // branchCache is the name cache for b: none for the rw branch, which
