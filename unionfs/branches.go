@@ -24,7 +24,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return fmt.Errorf("add branch %s: not a directory", b.Path)
 	}
-	u.ns.Lock()
+	u.lockNS()
 	if index < 0 || index > len(u.branches) || (u.rw != nil && index == 0) {
 		u.ns.Unlock()
 		return fmt.Errorf("add branch %s: index %d out of range (1..%d)", b.Path, index, len(u.branches))
@@ -55,7 +55,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 func (s *Server) DelBranch(path string) error {
 	u := s.u
 	path = filepath.Clean(path)
-	u.ns.Lock()
+	u.lockNS()
 	idx := -1
 	for i, x := range u.branches {
 		if x.path == path {

@@ -32,7 +32,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return 0
 	}
 	if e.isDir() {
-		u.ns.Lock()
+		u.lockNS()
 		defer u.ns.Unlock()
 		_, errno := u.copyUpDir(n)
 		return errno
@@ -41,7 +41,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	if errno != 0 {
 		return errno
 	}
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	e2, rel2, errno := n.resolve()
 	if errno == 0 && e2.top == u.rw {

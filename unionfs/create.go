@@ -105,7 +105,7 @@ func fchownCaller(ctx context.Context, fd int, st *syscall.Stat_t) syscall.Errno
 // Create makes a file in the rw branch and opens it.
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	u := n.u
-	u.ns.Lock()
+	u.lockNS()
 	_, prel, errno := n.prepareCreate(name)
 	if errno != 0 {
 		u.ns.Unlock()
@@ -150,7 +150,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 // opaque: the old contents stay hidden.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	u := n.u
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	pe, prel, errno := n.prepareCreate(name)
 	if errno != 0 {
@@ -188,7 +188,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 // owned by the caller, and looks it up.
 func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, mk func(p string) error) (*fs.Inode, syscall.Errno) {
 	u := n.u
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	_, prel, errno := n.prepareCreate(name)
 	if errno != 0 {
@@ -212,7 +212,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if errno := u.checkName(name); errno != 0 {
 		return nil, errno
 	}
-	u.ns.Lock()
+	u.lockNS()
 	_, prel, errno := n.prepareCreate(name)
 	if errno != 0 {
 		u.ns.Unlock()
@@ -230,7 +230,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if errno := u.copyUp(ctx, tn, true); errno != 0 {
 		return nil, errno
 	}
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	_, prel, errno = n.prepareCreate(name)
 	if errno != 0 {

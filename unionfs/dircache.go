@@ -149,6 +149,7 @@ func listingSum(list []fuse.DirEntry) uint64 {
 type dirSnapshot struct {
 	entries []fuse.DirEntry
 	idx     int
+	listed  *listedTops // where the listing found its files; may be nil
 }
 
 // HasNext reports whether entries are left.

@@ -171,3 +171,32 @@ func cacheListingsAlways(t *testing.T) {
 	longCacheMin = 0
 	t.Cleanup(func() { longCacheMin = old })
 }
+
+// TestListedFilesFollowCopyUp opens a directory (its listing is taken
+// then), copies a listed lower file up through the mount and only then
+// reads the listing with attributes: READDIRPLUS must answer for the
+// upper copy, not for the lower file the listing found (see
+// listedTops), so the file's data and size stay the upper ones.
+func TestListedFilesFollowCopyUp(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/f": "lower", "1:d/g": "other"}, Options{})
+	fd, err := syscall.Open(tu.m("d"), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	writeFile(t, tu.m("d/f"), "upper, and longer")
+	var names []string
+	for more := true; more; {
+		names, more = readSome(t, fd, names)
+	}
+	if got := readFile(t, tu.m("d/f")); got != "upper, and longer" {
+		t.Fatalf("after the listing: d/f = %q", got)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(tu.m("d/f"), &st); err != nil || st.Size != int64(len("upper, and longer")) {
+		t.Fatalf("after the listing: d/f size %d (%v)", st.Size, err)
+	}
+	if got := readFile(t, tu.m("d/g")); got != "other" {
+		t.Fatalf("d/g = %q", got)
+	}
+}

@@ -34,11 +34,12 @@ type dirHandle struct {
 // cache the listing (see dirCacheState), so a walk that lists a
 // directory again is answered without a READDIR round trip per buffer.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	ents, errno := n.mergedEntries()
+	ents, lt, errno := n.mergedEntriesListed()
 	if errno != 0 {
 		return nil, 0, errno
 	}
 	ds, keep := n.dirCacheOpen(ents)
+	ds.listed = lt
 	long := n.u.longCache()
 	if long && !keep && !n.u.zeroOpendir() {
 		// Drop what the kernel holds; this handle's snapshot refills it.
@@ -85,9 +86,10 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if off == 0 {
-		ents, errno := d.n.mergedEntries()
+		ents, lt, errno := d.n.mergedEntriesListed()
 		if errno == 0 {
 			d.ds = d.n.dirCacheRewind(ents)
+			d.ds.listed = lt
 			return 0
 		}
 	}
@@ -162,7 +164,8 @@ func (n *node) dirRemoved(name string, st syscall.Stat_t) {
 var _ fs.FileLookuper = (*dirHandle)(nil)
 
 // Lookup answers READDIRPLUS for one listed name. A new name is looked
-// up, so a cold walk needs no LOOKUP per name. With long timeouts a name
+// up (a listed file with one lstat, see listedTops), so a cold walk
+// needs no LOOKUP per name. With long timeouts a name
 // whose node the kernel still holds gets no attributes (node id 0: the
 // kernel leaves its entry alone, as after a plain READDIR), which saves
 // the daemon the lookup; with short ones (udba=reval) it is looked up
@@ -171,6 +174,14 @@ var _ fs.FileLookuper = (*dirHandle)(nil)
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if d.n.u.longCache() && d.n.GetChild(name) != nil {
 		return nil, syscall.EEXIST
+	}
+	d.mu.Lock()
+	lt := d.ds.listed
+	d.mu.Unlock()
+	if lt != nil {
+		if in, ok := d.n.lookupListed(ctx, lt, name, out); ok {
+			return in, 0
+		}
 	}
 	return d.n.Lookup(ctx, name, out)
 }

@@ -154,21 +154,78 @@ func (n *node) dotEntries() []fuse.DirEntry {
 // mergedEntries is the merged listing of n as the kernel is given it,
 // without "." and ".." and without offsets.
 func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
+	list, _, errno := n.mergedEntriesListed()
+	return list, errno
+}
+
+// mergedEntriesListed is mergedEntries, with where the listing found its
+// non-directories.
+func (n *node) mergedEntriesListed() ([]fuse.DirEntry, *listedTops, syscall.Errno) {
 	n.u.ns.RLock()
 	e, rel, errno := n.resolve()
 	if errno != 0 {
 		n.u.ns.RUnlock()
-		return nil, errno
+		return nil, nil, errno
 	}
+	seq := n.u.nsSeq.Load()
 	ents, errno := mergedListing(e.layers, rel)
 	n.u.ns.RUnlock()
 	if errno != 0 {
-		return nil, errno
+		return nil, nil, errno
 	}
+	lt := &listedTops{rel: rel, seq: seq, taken: time.Now(), tops: make(map[string]dirent, len(ents))}
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, d := range ents {
 		ino := n.u.inos.get(devIno{d.br.dev, d.ino})
 		list = append(list, fuse.DirEntry{Name: d.name, Ino: ino, Mode: uint32(d.typ) << 12})
+		if d.typ != 0 && uint32(d.typ)<<12 != syscall.S_IFDIR {
+			lt.tops[d.name] = d
+		}
 	}
-	return list, 0
+	return list, lt, 0
+}
+
+// listedTops records, for the non-directories of a merged listing,
+// the branch each was found in. READDIRPLUS then gets a listed file's
+// attributes with one lstat where a lookup would search the stack
+// again (an lstat and a whiteout check per branch above it): a walk
+// that lists and stats a tree does a third of the system calls.
+//
+// The record holds while the namespace did not change through the
+// union since the listing (nsSeq) and for no longer than the cache
+// timeouts allow a branch changed from outside to go unseen.
+type listedTops struct {
+	rel   string    // the directory's path in the branches
+	seq   uint64    // ufs.nsSeq when listed
+	taken time.Time // when listed
+	tops  map[string]dirent
+}
+
+// maxListedAge bounds the age of a listedTops that lookups trust.
+const maxListedAge = time.Second
+
+// lookupListed looks up name, a non-directory of the listing lt of
+// directory n, in the branch the listing found it in. It reports false
+// when lt cannot answer: the name was not a listed non-directory, the
+// record is too old or the namespace changed since, or the branch no
+// longer has that file there.
+func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, out *fuse.EntryOut) (*fs.Inode, bool) {
+	d, ok := lt.tops[name]
+	if !ok || time.Since(lt.taken) >= min(n.u.opts.EntryTimeout, maxListedAge) {
+		return nil, false
+	}
+	u := n.u
+	u.ns.RLock()
+	defer u.ns.RUnlock()
+	if u.nsSeq.Load() != lt.seq {
+		return nil, false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(d.br.join(joinRel(lt.rel, name)), &st); err != nil {
+		return nil, false
+	}
+	if st.Ino != d.ino || st.Mode&syscall.S_IFMT != uint32(d.typ)<<12 {
+		return nil, false
+	}
+	return u.childNode(ctx, n, &entry{top: d.br, st: st}, out), true
 }

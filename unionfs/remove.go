@@ -33,7 +33,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if u.rw == nil {
 		return syscall.EROFS
 	}
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	pe, prel, errno := n.resolve()
 	if errno != 0 {

@@ -40,7 +40,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 
-	u.ns.Lock()
+	u.lockNS()
 	defer u.ns.Unlock()
 	if errno := u.ensureUpperDir(n); errno != 0 {
 		return errno

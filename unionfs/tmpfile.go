@@ -18,7 +18,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if u.rw == nil {
 		return nil, nil, 0, syscall.EROFS
 	}
-	u.ns.Lock()
+	u.lockNS()
 	if errno := u.ensureUpperDir(n); errno != 0 {
 		u.ns.Unlock()
 		return nil, nil, 0, errno

@@ -22,8 +22,9 @@ type ufs struct {
 	// removes or renames names in a branch, and branch changes) against
 	// lookups and listings, which take it shared.
 	ns       sync.RWMutex
-	branches []*branch // top first; guarded by ns
-	rw       *branch   // the writable branch, nil for a read-only union
+	nsSeq    atomic.Uint64 // counts the times ns was taken for a change (see lockNS)
+	branches []*branch     // top first; guarded by ns
+	rw       *branch       // the writable branch, nil for a read-only union
 
 	gen       atomic.Uint64 // bumped when cached resolutions become invalid
 	inos      *inoMap
@@ -45,6 +46,14 @@ type ufs struct {
 	raw     *rawUnion // the bridge serving the union
 
 	releasing atomic.Int64 // file releases in flight (see rawUnion.Release)
+}
+
+// lockNS takes ns for a change of the namespace. nsSeq moves with it,
+// so a reader holding ns shared can tell whether anything changed since
+// an earlier read section (see listedTops).
+func (u *ufs) lockNS() {
+	u.ns.Lock()
+	u.nsSeq.Add(1)
 }
 
 // branchCache is the name cache for b: none for the rw branch, which
