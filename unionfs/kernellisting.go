@@ -41,41 +41,12 @@ func (u *ufs) zeroOpendir() bool {
 // stopped reading before their end.
 var maxListings = 1024
 
-// rawUnion is the union's go-fuse bridge, with directories opened
-// without a request when the union asks for it (zeroOpendir).
-type rawUnion struct {
-	fuse.RawFileSystem
-	u *ufs
-
-	mu       sync.Mutex
-	listings map[uint64]*listing // by node id
-	opened   int                 // handles opened for listings, for tests
-}
-
 // listing is the handle rawUnion holds for the kernel's reading of one
 // directory.
 type listing struct {
 	mu   sync.Mutex // held while the handle is in use
 	fh   uint64
 	open bool
-}
-
-// newRawUnion wraps the node bridge of root.
-func newRawUnion(u *ufs, root fs.InodeEmbedder, opts *fs.Options) *rawUnion {
-	return &rawUnion{RawFileSystem: fs.NewNodeFS(root, opts), u: u, listings: map[uint64]*listing{}}
-}
-
-// Release counts the file releases being handled while go-fuse handles
-// one. go-fuse 2.12 drops a reference to the node's passthrough backing
-// file on every release, also of a handle that never took one; a
-// release running while another handle of the node is opened with
-// passthrough can so unregister the backing file the open's reply
-// names, and the kernel then fails that open with EIO. newHandleMode
-// gives no passthrough while a release is in flight.
-func (r *rawUnion) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	r.u.releasing.Add(1)
-	defer r.u.releasing.Add(-1)
-	r.RawFileSystem.Release(cancel, in)
 }
 
 // OpenDir answers ENOSYS when the kernel is to open directories itself.
@@ -113,9 +84,9 @@ func (r *rawUnion) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Statu
 	if !st.Ok() {
 		return st
 	}
-	sync := *in
-	sync.Fh = fh
-	st = r.RawFileSystem.FsyncDir(cancel, &sync)
+	call := *in
+	call.Fh = fh
+	st = r.RawFileSystem.FsyncDir(cancel, &call)
 	r.releaseHandle(&in.InHeader, fh)
 	return st
 }
@@ -125,8 +96,7 @@ func (r *rawUnion) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Statu
 // end is reached (a read that adds nothing) or the read fails.
 func (r *rawUnion) readListing(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList,
 	read func(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status) fuse.Status {
-	l := r.listingFor(in.NodeId)
-	l.mu.Lock()
+	l := r.lockListing(in.NodeId)
 	defer l.mu.Unlock()
 	if !l.open {
 		fh, st := r.openHandle(cancel, &in.InHeader)
@@ -145,6 +115,24 @@ func (r *rawUnion) readListing(cancel <-chan struct{}, in *fuse.ReadIn, out *fus
 		r.dropListing(in.NodeId, l)
 	}
 	return st
+}
+
+// lockListing returns the listing record of node id, locked. A record
+// found is used only if it is still the node's once locked: one dropped
+// meanwhile (its listing ended, or it was evicted) would keep a new
+// handle nobody releases.
+func (r *rawUnion) lockListing(id uint64) *listing {
+	for {
+		l := r.listingFor(id)
+		l.mu.Lock()
+		r.mu.Lock()
+		current := r.listings[id] == l
+		r.mu.Unlock()
+		if current {
+			return l
+		}
+		l.mu.Unlock()
+	}
 }
 
 // listingFor returns the listing record of node id, making room when
@@ -208,24 +196,6 @@ func (r *rawUnion) openHandle(cancel <-chan struct{}, h *fuse.InHeader) (uint64,
 // releaseHandle releases a handle opened by openHandle.
 func (r *rawUnion) releaseHandle(h *fuse.InHeader, fh uint64) {
 	r.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: *h, Fh: fh})
-}
-
-// serveUnion serves the union rooted at root on the FUSE mount
-// described by fsopts at dir (a mountpoint, or /dev/fd/N for a
-// descriptor of /dev/fuse), and returns once the kernel's INIT is
-// answered.
-func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (*fuse.Server, error) {
-	raw := newRawUnion(u, root, fsopts)
-	srv, err := fuse.NewServer(raw, dir, &fsopts.MountOptions)
-	if err != nil {
-		return nil, err
-	}
-	u.raw = raw
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		return nil, err
-	}
-	return srv, nil
 }
 
 // dropKernelListings makes the kernel drop its copy of the listing of

@@ -100,7 +100,7 @@ func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 && n.u.releasing.Load() == 0 {
+	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 && n.u.raw.releasing.Load() == 0 {
 		// The kernel shares the first passthrough descriptor among all
 		// handles of the inode, so it must be able to write.
 		if flags&syscall.O_ACCMODE != syscall.O_RDWR && !fdRW {

@@ -44,8 +44,6 @@ type ufs struct {
 	root    *node
 	server  *fuse.Server
 	raw     *rawUnion // the bridge serving the union
-
-	releasing atomic.Int64 // file releases in flight (see rawUnion.Release)
 }
 
 // lockNS takes ns for a change of the namespace. nsSeq moves with it,

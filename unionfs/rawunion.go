@@ -1,0 +1,63 @@
+package unionfs
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// rawUnion is the go-fuse node bridge serving a union, with what the
+// bridge cannot do itself: directories opened by the kernel without a
+// request (zeroOpendir, kernellisting.go), and a guard around a go-fuse
+// bug in releases (Release).
+type rawUnion struct {
+	fuse.RawFileSystem
+	u *ufs
+
+	// releasing counts the file releases in flight (see Release).
+	releasing atomic.Int64
+
+	// The listings of directories the kernel opened itself (see
+	// kernellisting.go).
+	mu       sync.Mutex
+	listings map[uint64]*listing // by node id
+	opened   int                 // handles opened for listings, for tests
+}
+
+// newRawUnion wraps the node bridge of root.
+func newRawUnion(u *ufs, root fs.InodeEmbedder, opts *fs.Options) *rawUnion {
+	return &rawUnion{RawFileSystem: fs.NewNodeFS(root, opts), u: u, listings: map[uint64]*listing{}}
+}
+
+// Release counts the file releases being handled while go-fuse handles
+// one. go-fuse 2.12 drops a reference to the node's passthrough backing
+// file on every release, also of a handle that never took one; a
+// release running while another handle of the node is opened with
+// passthrough can so unregister the backing file the open's reply
+// names, and the kernel then fails that open with EIO. newHandleMode
+// gives no passthrough while a release is in flight.
+func (r *rawUnion) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.releasing.Add(1)
+	defer r.releasing.Add(-1)
+	r.RawFileSystem.Release(cancel, in)
+}
+
+// serveUnion serves the union rooted at root on the FUSE mount
+// described by fsopts at dir (a mountpoint, or /dev/fd/N for a
+// descriptor of /dev/fuse), and returns once the kernel's INIT is
+// answered.
+func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (*fuse.Server, error) {
+	raw := newRawUnion(u, root, fsopts)
+	srv, err := fuse.NewServer(raw, dir, &fsopts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	u.raw = raw
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
