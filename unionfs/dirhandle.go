@@ -23,8 +23,9 @@ var (
 // happens to the directory. It keeps a descriptor of the top-most copy
 // so fstat works after the directory was removed or replaced.
 type dirHandle struct {
-	n  *node
-	fd int
+	n    *node
+	fd   int
+	fdBr *branch // the branch fd is a directory of
 
 	mu sync.Mutex
 	ds *dirSnapshot
@@ -51,9 +52,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		_ = n.NotifyContent(0, 0)
 	}
 	d := &dirHandle{n: n, fd: -1, ds: ds}
-	if _, p, errno := n.where(); errno == 0 {
+	if e, p, errno := n.where(); errno == 0 {
 		if fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0); err == nil {
-			d.fd = fd
+			d.fd, d.fdBr = fd, e.top
 			n.mu.Lock()
 			n.dirFds = append(n.dirFds, fd)
 			n.mu.Unlock()
@@ -176,10 +177,10 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, syscall.EEXIST
 	}
 	d.mu.Lock()
-	lt := d.ds.listed
+	lt, fd, fdBr := d.ds.listed, d.fd, d.fdBr
 	d.mu.Unlock()
 	if lt != nil {
-		if in, ok := d.n.lookupListed(ctx, lt, name, out); ok {
+		if in, ok := d.n.lookupListed(ctx, lt, name, out, fd, fdBr); ok {
 			return in, 0
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 var _ fs.NodeReaddirer = (*node)(nil)
@@ -205,11 +206,12 @@ type listedTops struct {
 const maxListedAge = time.Second
 
 // lookupListed looks up name, a non-directory of the listing lt of
-// directory n, in the branch the listing found it in. It reports false
-// when lt cannot answer: the name was not a listed non-directory, the
-// record is too old or the namespace changed since, or the branch no
-// longer has that file there.
-func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, out *fuse.EntryOut) (*fs.Inode, bool) {
+// directory n, in the branch the listing found it in; dirFd, when not
+// -1, is an open descriptor of n in branch dirBr, which saves the lstat
+// a walk of the whole path. It reports false when lt cannot answer: the
+// name was not a listed non-directory, the record is too old or the
+// namespace changed since, or the branch no longer has that file there.
+func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, out *fuse.EntryOut, dirFd int, dirBr *branch) (*fs.Inode, bool) {
 	d, ok := lt.tops[name]
 	if !ok || time.Since(lt.taken) >= min(n.u.opts.EntryTimeout, maxListedAge) {
 		return nil, false
@@ -221,7 +223,14 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 		return nil, false
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(d.br.join(joinRel(lt.rel, name)), &st); err != nil {
+	var err error
+	if dirFd >= 0 && dirBr == d.br {
+		// x/sys/unix's Stat_t is the kernel's struct stat, as syscall's is.
+		err = unix.Fstatat(dirFd, name, (*unix.Stat_t)(unsafe.Pointer(&st)), unix.AT_SYMLINK_NOFOLLOW)
+	} else {
+		err = syscall.Lstat(d.br.join(joinRel(lt.rel, name)), &st)
+	}
+	if err != nil {
 		return nil, false
 	}
 	if st.Ino != d.ino || st.Mode&syscall.S_IFMT != uint32(d.typ)<<12 {
