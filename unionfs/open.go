@@ -76,8 +76,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // that cannot be cached while passthrough handles are open is direct io.
 // A lower (read-only) handle never gets passthrough: the kernel keeps one
 // backing file per inode, and it must never be the lower file once the
-// node is copied up. Nor does a handle opened while a release is being
-// handled (see rawUnion.Release).
+// node is copied up. Nor does the first passthrough handle of a node
+// opened while a release is being handled (see rawUnion.Release).
 func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32) {
 	return n.newHandleFd(fd, path, gen, br, flags, false)
 }
@@ -100,7 +100,10 @@ func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 && n.u.raw.releasing.Load() == 0 {
+	// A node whose passthrough handles are open shares their backing
+	// file (the kernel takes no other); one without gets its first only
+	// while no release is in flight (see rawUnion.Release).
+	if br == nil && n.u.opts.Passthrough && n.cachedOpen == 0 && (n.ptOpen > 0 || n.u.raw.releasing.Load() == 0) {
 		// The kernel shares the first passthrough descriptor among all
 		// handles of the inode, so it must be able to write.
 		if flags&syscall.O_ACCMODE != syscall.O_RDWR && !fdRW {

@@ -177,3 +177,26 @@ func TestPassthroughOpenDuringRelease(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPassthroughSharedDuringRelease opens a file again while one of its
+// passthrough handles is open and a release is in flight (simulated):
+// the new handle must share the passthrough (the kernel refuses any
+// other kind of open of an inode with a backing file, with EIO).
+func TestPassthroughSharedDuringRelease(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:f": "upper"}, Options{Passthrough: true})
+	held, err := os.OpenFile(tu.m("f"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	raw := tu.srv.u.raw
+	raw.releasing.Add(1)
+	defer raw.releasing.Add(-1)
+	for _, flag := range []int{os.O_RDONLY, os.O_WRONLY | os.O_APPEND} {
+		f, err := os.OpenFile(tu.m("f"), flag, 0)
+		if err != nil {
+			t.Fatalf("open (flags %#x) while a passthrough handle is open and a release in flight: %v", flag, err)
+		}
+		f.Close()
+	}
+}
