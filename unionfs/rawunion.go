@@ -55,9 +55,15 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 		return nil, err
 	}
 	u.raw = raw
+	release := reserveReaderProcs()
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
+		release()
 		return nil, err
 	}
+	go func() {
+		srv.Wait()
+		release()
+	}()
 	return srv, nil
 }
