@@ -18,9 +18,12 @@ var (
 )
 
 // prepareCreate checks that name can be created in directory n and
-// copies n up. The caller holds u.ns exclusively. It returns n's
-// (upper) entry and relative path.
-func (n *node) prepareCreate(name string) (*entry, string, syscall.Errno) {
+// copies n up. The caller holds u.ns exclusively. exclusive says the
+// caller creates the rw entry with a call that fails with EEXIST on an
+// existing name (open O_EXCL, mknod, symlink, link), so in a directory
+// only the rw branch has the name needs no look. It returns n's (upper)
+// entry and relative path.
+func (n *node) prepareCreate(name string, exclusive bool) (*entry, string, syscall.Errno) {
 	u := n.u
 	if errno := u.checkName(name); errno != 0 {
 		return nil, "", errno
@@ -32,8 +35,10 @@ func (n *node) prepareCreate(name string) (*entry, string, syscall.Errno) {
 	if !pe.isDir() {
 		return nil, "", syscall.ENOTDIR
 	}
-	if _, errno := lookupIn(pe.layers, prel, name); errno == 0 {
-		return nil, "", syscall.EEXIST
+	if onlyRW := len(pe.layers) == 1 && pe.layers[0] == u.rw; !exclusive || !onlyRW {
+		if _, errno := lookupIn(pe.layers, prel, name); errno == 0 {
+			return nil, "", syscall.EEXIST
+		}
 	}
 	if errno := u.ensureUpperDir(n); errno != 0 {
 		return nil, "", errno
@@ -106,7 +111,7 @@ func fchownCaller(ctx context.Context, fd int, st *syscall.Stat_t) syscall.Errno
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	u := n.u
 	u.lockNS()
-	_, prel, errno := n.prepareCreate(name)
+	_, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		u.ns.Unlock()
 		return nil, nil, 0, errno
@@ -152,7 +157,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	u := n.u
 	u.lockNS()
 	defer u.ns.Unlock()
-	pe, prel, errno := n.prepareCreate(name)
+	pe, prel, errno := n.prepareCreate(name, false)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -190,7 +195,7 @@ func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, m
 	u := n.u
 	u.lockNS()
 	defer u.ns.Unlock()
-	_, prel, errno := n.prepareCreate(name)
+	_, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -213,7 +218,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	u.lockNS()
-	_, prel, errno := n.prepareCreate(name)
+	_, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		u.ns.Unlock()
 		return nil, errno
@@ -232,7 +237,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	u.lockNS()
 	defer u.ns.Unlock()
-	_, prel, errno = n.prepareCreate(name)
+	_, prel, errno = n.prepareCreate(name, true)
 	if errno != 0 {
 		return nil, errno
 	}

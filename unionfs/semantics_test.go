@@ -673,3 +673,92 @@ func TestWhiteoutsAreLinksOfOneBase(t *testing.T) {
 	}
 	mustNotExist(t, tu.m("e"))
 }
+
+// TestCreateExistingNameFails checks that every way of creating a name
+// fails with EEXIST on a name the union shows: in a directory only the
+// rw branch has (where the check is left to the exclusive create), in a
+// merged one, and for a name only a lower branch has.
+func TestCreateExistingNameFails(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{
+		"1:merged/lowfile": "l",
+		"1:merged/lowdir/": "",
+	}, Options{})
+	if err := os.MkdirAll(tu.m("fresh/dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"fresh/file", "merged/file"} {
+		if err := os.WriteFile(tu.m(p), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(tu.m("merged/dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	makers := nameMakers()
+	makers["link"] = func(p string) error { return unix.Link(tu.m("fresh/file"), p) }
+	for _, existing := range []string{"fresh/file", "fresh/dir", "merged/file", "merged/dir", "merged/lowfile", "merged/lowdir"} {
+		for how, mk := range makers {
+			if err := mk(tu.m(existing)); !errors.Is(err, unix.EEXIST) {
+				t.Errorf("%s over existing %s: %v, want EEXIST", how, existing, err)
+			}
+		}
+	}
+	if got, want := listDir(t, tu.m("fresh")), []string{"dir", "file"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ls fresh = %v, want %v", got, want)
+	}
+	if b, err := os.ReadFile(tu.m("fresh/file")); err != nil || string(b) != "x" {
+		t.Errorf("fresh/file = %q, %v; want it unchanged", b, err)
+	}
+}
+
+// TestCreateOverNameMadeBehindTheCache checks that with hour-long
+// caches a create still fails with EEXIST on a name that appeared in the
+// rw branch from outside after the kernel cached it as missing (an empty
+// directory, which a rename into place would silently replace, and a
+// file). The kernel looks a cached missing name up again before an
+// exclusive create, and the daemon must answer from the branch.
+func TestCreateOverNameMadeBehindTheCache(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, nil, Options{EntryTimeout: time.Hour, AttrTimeout: time.Hour, NegativeTimeout: time.Hour})
+	if err := os.Mkdir(tu.m("fresh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for how, mk := range nameMakers() {
+		for _, kind := range []string{"dir", "file"} {
+			name := "fresh/" + strings.ReplaceAll(how, " ", "-") + "-over-" + kind
+			if _, err := os.Lstat(tu.m(name)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("lstat %s before: %v, want ENOENT", name, err)
+			}
+			var err error
+			if kind == "dir" {
+				err = os.Mkdir(tu.b(0, name), 0o755)
+			} else {
+				err = os.WriteFile(tu.b(0, name), []byte("outside"), 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := mk(tu.m(name)); !errors.Is(err, unix.EEXIST) {
+				t.Errorf("%s over %s made behind the cache: %v, want EEXIST", how, kind, err)
+			}
+			if st, err := os.Lstat(tu.b(0, name)); err != nil || (kind == "dir") != st.IsDir() {
+				t.Errorf("%s over %s: the branch entry is now %v, %v", how, kind, st, err)
+			}
+		}
+	}
+}
+
+// nameMakers are the ways of creating a new name, by what they call.
+func nameMakers() map[string]func(p string) error {
+	return map[string]func(p string) error{
+		"open O_EXCL": func(p string) error {
+			fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+			return err
+		},
+		"mkdir":   func(p string) error { return unix.Mkdir(p, 0o755) },
+		"mkfifo":  func(p string) error { return unix.Mkfifo(p, 0o644) },
+		"symlink": func(p string) error { return unix.Symlink("target", p) },
+	}
+}

@@ -100,7 +100,8 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 			}
 			return e, 0
 		}
-		if b.searchesWhiteouts() && exists(b.join(joinRel(rel, whPrefix+name))) {
+		// A whiteout in the last layer hides nothing: not looked for.
+		if i < len(layers)-1 && b.searchesWhiteouts() && exists(b.join(joinRel(rel, whPrefix+name))) {
 			break
 		}
 	}
