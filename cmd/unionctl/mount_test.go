@@ -445,8 +445,11 @@ func TestUmountKilledDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, pid)
-	if _, err := os.ReadDir(e.mnt); !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
-		t.Errorf("ls of a dead mount: %v; want ENOTCONN (or ECONNABORTED)", err)
+	// The kernel answers ENOTCONN once the connection is gone; a request
+	// it had in flight when the daemon died ends ECONNABORTED, and under
+	// parallel test load the open of the root was seen to fail with EIO.
+	if _, err := os.ReadDir(e.mnt); !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.EIO) {
+		t.Errorf("ls of a dead mount: %v; want ENOTCONN (or ECONNABORTED, EIO)", err)
 	}
 	if _, errs, code := e.unionctl("mount", "dirs=./home", "./mnt"); code != 2 || !strings.Contains(errs, "unionctl umount it") {
 		t.Errorf("mount on a dead mount: exit %d: %s; want 2 and a hint", code, errs)
