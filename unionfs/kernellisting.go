@@ -171,6 +171,32 @@ func (r *rawUnion) evictLocked() {
 	}
 }
 
+// Forget releases the listing handle rawUnion holds for a node the
+// kernel forgets, before the bridge drops the node: the kernel reads that
+// node id no more, and the bridge cannot release a handle of a node it
+// no longer knows (go-fuse 2.12 panics in detachFile).
+func (r *rawUnion) Forget(nodeid, nlookup uint64) {
+	r.dropNodeListing(nodeid)
+	r.RawFileSystem.Forget(nodeid, nlookup)
+}
+
+// dropNodeListing releases and forgets the listing of node id, if any.
+func (r *rawUnion) dropNodeListing(id uint64) {
+	r.mu.Lock()
+	l, ok := r.listings[id]
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open {
+		r.releaseHandle(&fuse.InHeader{NodeId: id}, l.fh)
+		l.open = false
+	}
+	r.dropListing(id, l)
+}
+
 // dropListing forgets l, unless it was replaced meanwhile.
 func (r *rawUnion) dropListing(id uint64, l *listing) {
 	r.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // udbaNone are the options of udba=none, under which the kernel opens
@@ -110,6 +111,48 @@ func TestZeroOpendirPartialReads(t *testing.T) {
 		got := listDir(t, tu.m(fmt.Sprintf("d%d", i)))
 		if len(got) != 300 || got[0] != "f0000" || got[299] != "f0299" || len(slices.Compact(got)) != 300 {
 			t.Fatalf("d%d: listing of %d names, want f0000..f0299 once each", i, len(got))
+		}
+	}
+	if _, held := listingState(tu); held != 0 {
+		t.Fatalf("%d listings still held after every directory was read to its end", held)
+	}
+}
+
+// TestZeroOpendirForgottenDirectory stops reading a directory, then
+// makes the kernel forget it (drop_caches evicts the unused inode): the
+// union lets go of the listing it held for the forgotten node id, and
+// the directory, looked up again, lists completely.
+func TestZeroOpendirForgottenDirectory(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, manyFiles(manyFiles(nil, 1, "d", 300), 1, "e", 300), udbaNone)
+	for _, dir := range []string{"d", "e"} {
+		fd, err := syscall.Open(tu.m(dir), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, more := readSome(t, fd, nil); !more {
+			t.Fatalf("%s: the first read reached the end", dir)
+		}
+		syscall.Close(fd)
+	}
+	if _, held := listingState(tu); held != 2 {
+		t.Fatalf("%d unfinished listings held, want 2", held)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, held := listingState(tu); held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the kernel forgot no directory within 5 s of drop_caches, or the union kept its listings")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, dir := range []string{"d", "e"} {
+		if got := listDir(t, tu.m(dir)); len(got) != 300 || got[0] != "f0000" || got[299] != "f0299" {
+			t.Fatalf("%s after the kernel forgot it: %d names", dir, len(got))
 		}
 	}
 	if _, held := listingState(tu); held != 0 {
