@@ -110,8 +110,7 @@ func (r *rawUnion) readListing(cancel <-chan struct{}, in *fuse.ReadIn, out *fus
 	from.Fh = l.fh
 	st := read(cancel, &from, out)
 	if !st.Ok() || out.Offset == in.Offset {
-		r.releaseHandle(&in.InHeader, l.fh)
-		l.open = false
+		r.closeListing(in.NodeId, l)
 		r.dropListing(in.NodeId, l)
 	}
 	return st
@@ -162,10 +161,7 @@ func (r *rawUnion) evictLocked() {
 		if !l.mu.TryLock() {
 			continue
 		}
-		if l.open {
-			r.releaseHandle(&fuse.InHeader{NodeId: id}, l.fh)
-			l.open = false
-		}
+		r.closeListing(id, l)
 		delete(r.listings, id)
 		l.mu.Unlock()
 	}
@@ -190,11 +186,17 @@ func (r *rawUnion) dropNodeListing(id uint64) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	r.closeListing(id, l)
+	r.dropListing(id, l)
+}
+
+// closeListing releases the handle listing l of node id holds, if any.
+// l.mu is held.
+func (r *rawUnion) closeListing(id uint64, l *listing) {
 	if l.open {
 		r.releaseHandle(&fuse.InHeader{NodeId: id}, l.fh)
 		l.open = false
 	}
-	r.dropListing(id, l)
 }
 
 // dropListing forgets l, unless it was replaced meanwhile.
