@@ -35,8 +35,18 @@ type Options struct {
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// Passthrough lets the kernel read and write opened files directly
 	// (FUSE passthrough, kernel 6.9+), decided per handle: never for a
-	// handle whose file could still be copied up.
+	// handle whose file could still be copied up, unless
+	// PassthroughLower says otherwise.
 	Passthrough bool
+	// PassthroughLower also passes through files of read-only branches
+	// opened read-only (passthrough=all). The price is kernel overlayfs's
+	// semantics: a descriptor opened before a copy-up keeps reading the
+	// lower file. Without it such descriptors see the data written after
+	// the copy-up. The lower backing file is opened read-only, so no
+	// write can reach a read-only branch through it. A union without an
+	// rw branch, which never copies up, passes lower files through
+	// whenever Passthrough is set.
+	PassthroughLower bool
 	// FSName is the source shown in /proc/mounts ("unionctl" by default).
 	FSName string
 	// AllowOther lets users other than the mounter in (default on as root).

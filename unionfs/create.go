@@ -146,7 +146,10 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	cn.mu.Lock()
 	gen := cn.copyGen
 	cn.mu.Unlock()
-	fh, fuseFlags := cn.newHandleFd(fd, p, gen, nil, flags, u.opts.Passthrough)
+	fh, fuseFlags, errno := cn.newHandleFd(fd, p, gen, nil, flags, u.opts.Passthrough)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	return ch, fh, fuseFlags, 0
 }
 

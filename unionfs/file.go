@@ -70,7 +70,9 @@ func (h *handle) writable() bool {
 func (h *handle) current() (int, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.br == nil {
+	if h.br == nil || h.mode == modePassthrough {
+		// A lower passthrough handle (passthrough=all) keeps its file,
+		// as the kernel's reads through it do.
 		return h.fd, 0
 	}
 	h.n.mu.Lock()
@@ -161,6 +163,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		n.cachedOpen--
 	case modePassthrough:
 		n.ptOpen--
+		if n.ptOpen == 0 {
+			// The kernel lets go of the inode's backing file with
+			// its last passthrough file.
+			n.lowerBacking = nil
+		}
 	}
 	n.mu.Unlock()
 	if h.br != nil {

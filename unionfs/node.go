@@ -26,8 +26,15 @@ type node struct {
 	copyGen    uint64     // bumped when the node's backing file changes
 	cachedOpen int        // open handles in the kernel's cached io mode
 	ptOpen     int        // open handles in passthrough mode
-	tmpFd      int        // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
-	dirFds     []int      // descriptors held by open directory handles
+	// lowerBacking is the read-only branch whose file is the kernel's
+	// passthrough backing file of this inode (passthrough=all), nil when
+	// the backing is in the rw branch or there is none.
+	lowerBacking *branch
+	// kgen is the generation this node was given to the kernel with; a
+	// node retired by retire gives its name to a node of a higher one.
+	kgen   uint32
+	tmpFd  int   // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
+	dirFds []int // descriptors held by open directory handles
 	// removedDir holds the attributes (nlink 0) of a directory removed
 	// through the union, for an fstat of a descriptor the kernel opened
 	// without a handle (zero-message opendir, see rawUnion).

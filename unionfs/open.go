@@ -66,40 +66,65 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if !upper {
 		br = e.top
 	}
-	fh, fuseFlags := n.newHandle(fd, p, gen, br, flags)
-	return fh, fuseFlags, 0
+	fh, fuseFlags, errno := n.newHandle(fd, p, gen, br, flags)
+	if errno == syscall.ESTALE {
+		// The kernel inode's backing file is a lower file this open
+		// must not use (passthrough=all). Its descriptors keep the
+		// inode; the kernel retries the open with a fresh lookup, which
+		// finds a new node.
+		n.u.retire(n)
+	}
+	return fh, fuseFlags, errno
 }
 
-// newHandle wraps fd. Passthrough is decided per handle: only a file in
-// the rw branch may get one, and only while no handle of the node is in
-// the kernel's cached io mode (the kernel refuses to mix them). A handle
-// that cannot be cached while passthrough handles are open is direct io.
-// A lower (read-only) handle never gets passthrough: the kernel keeps one
-// backing file per inode, and it must never be the lower file once the
-// node is copied up. Nor does the first passthrough handle of a node
-// opened while a release is being handled (see rawUnion.Release).
-func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32) {
+// newHandle wraps fd, a descriptor of the file in branch br (nil: the rw
+// branch). Passthrough is decided per handle: a file in the rw branch
+// may get one while no handle of the node is in the kernel's cached io
+// mode (the kernel refuses to mix them); a handle that cannot be cached
+// while passthrough handles are open is direct io. A lower (read-only)
+// handle gets passthrough only with passthrough=all: the kernel keeps one
+// backing file per inode, so once such a node is copied up, opens that
+// must not see the lower file fail with ESTALE (the caller retires the
+// node, see ufs.retire) and fd is closed. Nor does the first passthrough
+// handle of a node opened while a release is being handled get one (see
+// rawUnion.Release).
+func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	return n.newHandleFd(fd, path, gen, br, flags, false)
 }
 
 // newHandleFd is newHandle; fdRW says fd is already open read-write
 // (whatever flags ask), so a passthrough handle needs no reopen.
-func (n *node) newHandleFd(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32) {
-	fh, fuseFlags := n.newHandleMode(fd, path, gen, br, flags, fdRW)
+func (n *node) newHandleFd(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.newHandleMode(fd, path, gen, br, flags, fdRW)
+	if errno != 0 {
+		syscall.Close(fd)
+		return nil, 0, errno
+	}
 	// The backing files are local: a close reports nothing a FLUSH
 	// could, and no locks are served, so the kernel need not send one
 	// per close (a round trip saved on every create and open).
-	return fh, fuseFlags | fuse.FOPEN_NOFLUSH
+	return fh, fuseFlags | fuse.FOPEN_NOFLUSH, 0
 }
 
 // newHandleMode is newHandle without the flags common to every handle.
-func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32) {
+func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ptOpen > 0 && n.lowerBacking != nil && (br != n.lowerBacking || gen != n.copyGen) {
+		return nil, 0, syscall.ESTALE
+	}
 	h := &handle{n: n, fd: fd, gen: gen, br: br, flags: flags}
 	if br != nil {
 		n.u.branchOpen(br, 1)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	if br != nil && n.u.ptLower && n.cachedOpen == 0 && gen == n.copyGen && (n.lowerBacking == br || n.ptOpen == 0 && n.u.raw.releasing.Load() == 0) {
+		// fd is read-only: nothing written through the kernel's
+		// backing file can reach the branch.
+		h.mode = modePassthrough
+		n.ptOpen++
+		n.lowerBacking = br
+		return &ptHandle{h}, 0, 0
+	}
 	// A node whose passthrough handles are open shares their backing
 	// file (the kernel takes no other); one without gets its first only
 	// while no release is in flight (see rawUnion.Release).
@@ -116,12 +141,12 @@ func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags 
 		if flags&syscall.O_ACCMODE == syscall.O_RDWR || fdRW || h.fd != fd {
 			h.mode = modePassthrough
 			n.ptOpen++
-			return &ptHandle{h}, 0
+			return &ptHandle{h}, 0, 0
 		}
 	}
 	if n.ptOpen > 0 {
 		h.mode = modeDirect
-		return h, fuse.FOPEN_DIRECT_IO
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	h.mode = modeCached
 	n.cachedOpen++
@@ -130,7 +155,7 @@ func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags 
 		// copied up, and a copy-up's writes go through this same page
 		// cache (they are cached too while this handle is open). An
 		// outside change is caught by the kernel's auto_inval_data.
-		return h, fuse.FOPEN_KEEP_CACHE
+		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	return h, 0
+	return h, 0, 0
 }

@@ -2,11 +2,13 @@ package unionfs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -45,12 +47,7 @@ func TestPassthroughTrap(t *testing.T) {
 				t.Fatal(err)
 			}
 			rw.Close()
-			if got := readFile(t, tu.b(1, "f")); got != "lower-data" {
-				t.Fatalf("LOWER BRANCH WRITTEN: %q", got)
-			}
-			if got := readFile(t, tu.b(0, "f")); got != "UPPER-data-more" {
-				t.Fatalf("upper = %q", got)
-			}
+			checkCopied(t, tu, "f", "lower-data", "UPPER-data-more")
 			for i, f := range []*os.File{ro, ro2} {
 				n, _ := f.ReadAt(buf, 0)
 				if string(buf[:n]) != "UPPER-data-more" {
@@ -58,14 +55,7 @@ func TestPassthroughTrap(t *testing.T) {
 				}
 			}
 			// And writes via a descriptor opened before on the upper copy reach it.
-			w2, err := os.OpenFile(tu.m("f"), os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w2.WriteAt([]byte("u"), 0); err != nil {
-				t.Fatal(err)
-			}
-			w2.Close()
+			writeAt(t, tu.m("f"), "u", 0)
 			if got := readFile(t, tu.b(1, "f")); got != "lower-data" {
 				t.Fatalf("LOWER BRANCH WRITTEN: %q", got)
 			}
@@ -80,10 +70,17 @@ func TestPassthroughTrap(t *testing.T) {
 // goroutines at once: the lower file stays unchanged and the upper
 // copy holds every line exactly once, whole.
 func TestConcurrentWriters(t *testing.T) {
-	for _, pt := range []bool{true, false} {
-		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts Options
+	}{
+		{"passthrough=on", Options{Passthrough: true}},
+		{"passthrough=off", Options{}},
+		{"passthrough=all", Options{Passthrough: true, PassthroughLower: true}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
 			orig := strings.Repeat("original line\n", 1000)
-			tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": orig}, Options{Passthrough: pt})
+			tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": orig}, mode.opts)
 			const writers, lines = 16, 40
 			var wg sync.WaitGroup
 			errs := make(chan error, writers)
@@ -198,5 +195,160 @@ func TestPassthroughSharedDuringRelease(t *testing.T) {
 			t.Fatalf("open (flags %#x) while a passthrough handle is open and a release in flight: %v", flag, err)
 		}
 		f.Close()
+	}
+}
+
+// lowerPassthrough reports whether the live node of inode ino is passed
+// through to a read-only branch's file.
+func lowerPassthrough(tu *testUnion, ino uint64) bool {
+	u := tu.srv.u
+	u.nodesMu.Lock()
+	n := u.nodes[ino]
+	u.nodesMu.Unlock()
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ptOpen > 0 && n.lowerBacking != nil
+}
+
+// TestPassthroughAll checks passthrough=all, which passes lower files
+// opened read-only through to the kernel: the kernel overlayfs rules
+// then hold. A descriptor opened before a copy-up keeps reading the
+// lower file, opens after it see the copy, the inode number stays, and
+// nothing reaches the read-only branch.
+func TestPassthroughAll(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "lower-data", "1:g": "lower-g"},
+		Options{Passthrough: true, PassthroughLower: true})
+	ro, err := os.Open(tu.m("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	var st0 syscall.Stat_t
+	if err := syscall.Fstat(int(ro.Fd()), &st0); err != nil {
+		t.Fatal(err)
+	}
+	if !lowerPassthrough(tu, st0.Ino) {
+		t.Fatal("read-only open of a lower file is not passed through")
+	}
+	buf := make([]byte, 64)
+	if n, _ := ro.ReadAt(buf, 0); string(buf[:n]) != "lower-data" {
+		t.Fatalf("first read %q", buf[:n])
+	}
+	// A second read-only open shares the lower backing file.
+	ro2, err := os.Open(tu.m("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro2.Close()
+
+	rw, err := os.OpenFile(tu.m("f"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("open for write while a lower passthrough descriptor is open: %v", err)
+	}
+	if _, err := rw.WriteAt([]byte("UPPER"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var st1 syscall.Stat_t
+	if err := syscall.Fstat(int(rw.Fd()), &st1); err != nil {
+		t.Fatal(err)
+	}
+	rw.Close()
+	checkCopied(t, tu, "f", "lower-data", "UPPER-data")
+	if got := readFile(t, tu.m("f")); got != "UPPER-data" {
+		t.Fatalf("a new open reads %q, want the copy", got)
+	}
+	if n, _ := ro.ReadAt(buf, 0); string(buf[:n]) != "lower-data" {
+		t.Fatalf("descriptor opened before the copy-up reads %q, want the lower file (overlayfs rules)", buf[:n])
+	}
+	// Reopening the old descriptor through /proc names the old kernel
+	// inode, whose backing file is the lower one: while it is open, that
+	// fails with ESTALE (README).
+	if re, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", ro.Fd())); err == nil {
+		re.Close()
+		t.Error("reopen via /proc of a descriptor passed through to the lower file succeeded")
+	} else if !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("reopen via /proc: %v, want ESTALE", err)
+	}
+	if st1.Ino != st0.Ino {
+		t.Fatalf("inode number changed across copy-up: %d → %d", st0.Ino, st1.Ino)
+	}
+	// The copy's descriptors are passed through to the rw branch.
+	writeAt(t, tu.m("f"), "u", 0)
+	if got := readFile(t, tu.m("f")); got != "uPPER-data" {
+		t.Fatalf("after a second write the mount reads %q", got)
+	}
+
+	// A truncate by path while a lower passthrough descriptor is open.
+	rg, err := os.Open(tu.m("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rg.Close()
+	if err := os.Truncate(tu.m("g"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, tu.m("g")); got != "low" {
+		t.Fatalf("after truncate the mount reads %q", got)
+	}
+	if got := readFile(t, tu.b(1, "g")); got != "lower-g" {
+		t.Fatalf("LOWER BRANCH CHANGED: %q", got)
+	}
+	if err := os.Chmod(tu.m("g"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tu.m("g"), []byte("new-g"), 0); err != nil {
+		t.Fatal(err)
+	}
+	checkCopied(t, tu, "g", "lower-g", "new-g")
+}
+
+// TestPassthroughReadOnlyUnion: a union without an rw branch never
+// copies up, so its files are passed through with plain passthrough=on.
+func TestPassthroughReadOnlyUnion(t *testing.T) {
+	tu := mountUnion(t, []Mode{RO, RR}, map[string]string{"0:f": "top", "1:g": "bottom"}, Options{Passthrough: true})
+	for name, want := range map[string]string{"f": "top", "g": "bottom"} {
+		f, err := os.Open(tu.m(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if !lowerPassthrough(tu, st.Ino) {
+			t.Errorf("%s: not passed through", name)
+		}
+		if b, err := io.ReadAll(f); err != nil || string(b) != want {
+			t.Errorf("%s reads %q, %v; want %q", name, b, err, want)
+		}
+		f.Close()
+	}
+}
+
+// checkCopied fails unless name holds lower in branch 1 (unchanged) and
+// upper in branch 0 (its copy).
+func checkCopied(t *testing.T, tu *testUnion, name, lower, upper string) {
+	t.Helper()
+	if got := readFile(t, tu.b(1, name)); got != lower {
+		t.Fatalf("LOWER BRANCH WRITTEN: %s = %q", name, got)
+	}
+	if got := readFile(t, tu.b(0, name)); got != upper {
+		t.Fatalf("upper %s = %q, want %q", name, got, upper)
+	}
+}
+
+// writeAt opens p for writing and writes data at off.
+func writeAt(t *testing.T, p, data string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte(data), off); err != nil {
+		t.Fatal(err)
 	}
 }

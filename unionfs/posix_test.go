@@ -38,6 +38,7 @@ func TestPOSIX(t *testing.T) {
 		opts Options
 	}{
 		{"passthrough", Options{Passthrough: true}},
+		{"passthrough-all", Options{Passthrough: true, PassthroughLower: true}},
 		{"daemon", Options{}},
 		{"udba-none", udbaNonePT},
 	}

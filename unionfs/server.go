@@ -107,6 +107,9 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 		return nil, nil, nil, err
 	}
 	u := &ufs{opts: opts, branches: brs, rw: rw, inos: newInoMap(), nodes: map[uint64]*node{}, nameMax: 251}
+	// A union without an rw branch never copies up (none can be added
+	// later), so passing its lower files through costs nothing.
+	u.ptLower = opts.Passthrough && (opts.PassthroughLower || rw == nil)
 	if ttl := min(opts.EntryTimeout, opts.NegativeTimeout); ttl >= minNameCacheTTL {
 		u.names = newNameCache(ttl)
 	}

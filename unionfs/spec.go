@@ -151,7 +151,9 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	                    never (cache 24h), after 1s (default), at once (no cache)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
-//	passthrough=on|off  FUSE passthrough for opened files (default on)
+//	passthrough=on|off|all  FUSE passthrough for opened files of the rw
+//	                    branch (default on); all: also for lower files opened
+//	                    read-only, with kernel overlayfs's copy-up semantics
 //	fsname=NAME         the source shown in /proc/mounts
 //	allow_other         let other users in (default on as root)
 //	debug               log every FUSE request
@@ -219,11 +221,13 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 		case key == "passthrough":
 			switch val {
 			case "on", "true", "yes", "1":
-				spec.Options.Passthrough = true
+				spec.Options.Passthrough, spec.Options.PassthroughLower = true, false
+			case "all":
+				spec.Options.Passthrough, spec.Options.PassthroughLower = true, true
 			case "off", "false", "no", "0":
-				spec.Options.Passthrough = false
+				spec.Options.Passthrough, spec.Options.PassthroughLower = false, false
 			default:
-				return MountSpec{}, specBadf("option passthrough=%s: want on or off", val)
+				return MountSpec{}, specBadf("option passthrough=%s: want on, off or all", val)
 			}
 		case key == "fsname":
 			if val == "" {

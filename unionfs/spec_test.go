@@ -59,6 +59,22 @@ func TestParseOptions(t *testing.T) {
 		t.Errorf("ParseOptionsAt = %+v\nwant %+v", spec, want)
 	}
 
+	// passthrough=all passes lower files through too; a later option wins.
+	for in, want := range map[string][2]bool{
+		"dirs=/a:/b,passthrough=all":                {true, true},
+		"dirs=/a:/b,passthrough=all,passthrough=on": {true, false},
+		"dirs=/a:/b,passthrough=all,passthrough=no": {false, false},
+		"dirs=/a:/b": {true, false},
+	} {
+		spec, err := ParseOptionsAt(in, "/")
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := [2]bool{spec.Options.Passthrough, spec.Options.PassthroughLower}; got != want {
+			t.Errorf("%s: passthrough, lower = %v, want %v", in, got, want)
+		}
+	}
+
 	// Explicit timeouts win over udba whatever the order; 0 means no cache.
 	spec, err = ParseOptionsAt("entry_timeout=2s,udba=reval,negative_timeout=0,br:/a:/b=rr", "/")
 	if err != nil {

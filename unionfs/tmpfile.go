@@ -56,7 +56,10 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	cn.mu.Lock()
 	cn.tmpFd = keep + 1
 	cn.mu.Unlock()
-	fh, fuseFlags := cn.newHandle(fd, "/proc/self/fd/"+itoa(keep), 0, nil, flags)
+	fh, fuseFlags, errno := cn.newHandle(fd, "/proc/self/fd/"+itoa(keep), 0, nil, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	return ch, fh, fuseFlags, 0
 }
 

@@ -37,8 +37,15 @@ type ufs struct {
 	// whiteoutBase); guarded by workMu.
 	whBaseReady bool
 
+	// ptLower passes read-only opens of lower files through (see
+	// Options.PassthroughLower).
+	ptLower bool
+
 	nodesMu sync.Mutex
 	nodes   map[uint64]*node // live nodes by stable inode number
+	// kgens holds, for an inode number whose node was retired, the
+	// generation its next node gets (see retire).
+	kgens map[uint64]uint32
 
 	stateMu sync.Mutex // guards branch.open counters
 	root    *node
@@ -102,13 +109,30 @@ func (u *ufs) newNode(ctx context.Context, parent *fs.Inode, ino uint64, e *entr
 		n.setEntry(e)
 		return n.EmbeddedInode()
 	}
-	n := &node{u: u, ino: ino}
+	n := &node{u: u, ino: ino, kgen: u.kgens[ino]}
 	n.e = e
 	n.gen = u.gen.Load()
 	u.nodes[ino] = n
 	u.nodesMu.Unlock()
 	mode := e.st.Mode & syscall.S_IFMT
-	return parent.NewInode(ctx, n, fs.StableAttr{Mode: mode, Ino: ino})
+	return parent.NewInode(ctx, n, fs.StableAttr{Mode: mode, Ino: ino, Gen: uint64(n.kgen)})
+}
+
+// retire makes the next lookup of n's inode number give the kernel a new
+// node (a new generation, the same st_ino), so that later opens get a new
+// kernel inode: the kernel keeps one passthrough backing file per inode,
+// and n's is a lower file that was copied up since (see node.Open).
+// Descriptors already open on n keep it.
+func (u *ufs) retire(n *node) {
+	u.nodesMu.Lock()
+	defer u.nodesMu.Unlock()
+	if u.nodes[n.ino] == n {
+		delete(u.nodes, n.ino)
+	}
+	if u.kgens == nil {
+		u.kgens = map[uint64]uint32{}
+	}
+	u.kgens[n.ino] = max(u.kgens[n.ino], n.kgen+1)
 }
 
 func (u *ufs) forget(n *node) {

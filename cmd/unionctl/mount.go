@@ -27,7 +27,7 @@ Relative branch paths are taken against the working directory.
 
 The branches may be given as the first argument or inside -o. Other -o
 options: udba=none|reval|notify, entry_timeout=, attr_timeout=,
-negative_timeout= (seconds), passthrough=on|off, fsname=NAME, allow_other,
+negative_timeout= (seconds), passthrough=on|off|all, fsname=NAME, allow_other,
 debug, ro, noexec, noatime, nodiratime; mount(8)'s generic options are
 accepted and ignored.
 

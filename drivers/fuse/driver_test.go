@@ -184,3 +184,49 @@ func BenchmarkDeepLookup(b *testing.B) {
 		}
 	})
 }
+
+// The passthrough option reaches writable mounts; views are read-only
+// and take none (unionfs passes a union without an rw branch through
+// anyway); a bad option or value is refused, naming it.
+func TestPassthroughOption(t *testing.T) {
+	testenv.NeedRoot(t)
+	for _, tc := range []struct {
+		opts map[string]string
+		want string // "" for an error
+	}{
+		{map[string]string{fuse.OptPassthrough: "all"}, "passthrough=all"},
+		{map[string]string{fuse.OptPassthrough: "on"}, "-"},
+		{nil, "-"},
+		{map[string]string{fuse.OptPassthrough: "off"}, ""},
+		{map[string]string{"size": "10G"}, ""},
+	} {
+		d, err := fuse.New(t.TempDir(), tc.opts)
+		if tc.want == "" {
+			if err == nil || !errors.Is(err, graph.ErrInvalidArgument) {
+				t.Errorf("options %v: %v, want an invalid-argument error", tc.opts, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("options %v: %v", tc.opts, err)
+		}
+		ctx := context.Background()
+		graphtest.CommitLayer(t, d, "l0", "", graphtest.File("a", "0", 0o644))
+		ms, err := d.Prepare(ctx, "active", "l0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, err := d.View(ctx, "view", "l0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		active, view := strings.Join(ms[0].Options, ","), strings.Join(vs[0].Options, ",")
+		if has := strings.Contains(active, "passthrough=all"); has != (tc.want != "-") {
+			t.Errorf("options %v: active mount options %q", tc.opts, active)
+		}
+		if strings.Contains(view, "passthrough") {
+			t.Errorf("options %v: view mount options %q", tc.opts, view)
+		}
+		d.Close()
+	}
+}

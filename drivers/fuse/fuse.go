@@ -40,16 +40,36 @@ func init() {
 	})
 }
 
+// OptPassthrough is the driver option choosing the unionfs passthrough
+// mode of writable mounts: "on" (the default) or "all" (lower files
+// opened read-only too, with kernel overlayfs's copy-up rule: a
+// descriptor opened before a copy-up keeps reading the lower file, as
+// under Docker's overlay2). Views, which never copy up, always pass
+// every file through.
+const OptPassthrough = "passthrough"
+
 // backend keeps each snapshot's data in root/snapshots/ID/fs.
 type backend struct {
 	root string
 	rr   realROCache // which committed layers mount as rr branches
+	// passthroughAll mounts writable snapshots with passthrough=all.
+	passthroughAll bool
 }
 
 // New opens the fuse driver with its data under root.
 func New(root string, options map[string]string) (graph.Driver, error) {
-	for k := range options {
-		return nil, graph.Errorf(graph.ErrInvalidArgument, "open fuse driver", k, "unknown option")
+	var ptAll bool
+	for k, v := range options {
+		switch {
+		case k == OptPassthrough && v == "on":
+			ptAll = false
+		case k == OptPassthrough && v == "all":
+			ptAll = true
+		case k == OptPassthrough:
+			return nil, graph.Errorf(graph.ErrInvalidArgument, "open fuse driver", root, "option %s=%q: want on or all", k, v)
+		default:
+			return nil, graph.Errorf(graph.ErrInvalidArgument, "open fuse driver", root, "unknown option %q (known: %s)", k, OptPassthrough)
+		}
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -61,7 +81,7 @@ func New(root string, options map[string]string) (graph.Driver, error) {
 	if err := os.MkdirAll(filepath.Join(abs, "snapshots"), 0o700); err != nil {
 		return nil, graph.Wrap(err, "open fuse driver", abs)
 	}
-	return graph.NewDriver(abs, &backend{root: abs})
+	return graph.NewDriver(abs, &backend{root: abs, passthroughAll: ptAll})
 }
 
 // Probe says whether FUSE and the unionctl helper are usable here.
@@ -125,6 +145,8 @@ func (b *backend) Mounts(ctx context.Context, s graph.Snapshot) ([]graph.Mount, 
 	opts := []string{"dirs=" + strings.Join(dirs, ":"), "udba=none"}
 	if s.Kind == graph.KindView {
 		opts = append(opts, "ro")
+	} else if b.passthroughAll {
+		opts = append(opts, "passthrough=all")
 	}
 	return []graph.Mount{{Type: "fuse3." + HelperName, Source: "unionctl", Options: opts}}, nil
 }

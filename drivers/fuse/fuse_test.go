@@ -40,3 +40,12 @@ func TestConformanceServed(t *testing.T) {
 	fusetest.StartMountServer(t)
 	graphtest.RunFeatures(t, factory, conformance)
 }
+
+// TestConformancePassthroughAll runs the suite served, with writable
+// mounts passing lower files through (passthrough=all).
+func TestConformancePassthroughAll(t *testing.T) {
+	fusetest.StartMountServer(t)
+	graphtest.RunFeatures(t, func(t *testing.T, root string) (graph.Driver, error) {
+		return fuse.New(root, map[string]string{fuse.OptPassthrough: "all"})
+	}, conformance)
+}
