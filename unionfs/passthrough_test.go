@@ -309,11 +309,14 @@ func TestPassthroughAll(t *testing.T) {
 // copies up, so its files are passed through with plain passthrough=on.
 func TestPassthroughReadOnlyUnion(t *testing.T) {
 	tu := mountUnion(t, []Mode{RO, RR}, map[string]string{"0:f": "top", "1:g": "bottom"}, Options{Passthrough: true})
+	// Both are opened before either is closed: the first passthrough
+	// open of a node waits out releases in flight (rawUnion.Release).
 	for name, want := range map[string]string{"f": "top", "g": "bottom"} {
 		f, err := os.Open(tu.m(name))
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer f.Close()
 		var st syscall.Stat_t
 		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 			t.Fatal(err)
@@ -324,7 +327,6 @@ func TestPassthroughReadOnlyUnion(t *testing.T) {
 		if b, err := io.ReadAll(f); err != nil || string(b) != want {
 			t.Errorf("%s reads %q, %v; want %q", name, b, err, want)
 		}
-		f.Close()
 	}
 }
 
