@@ -46,7 +46,10 @@ func (s *Server) AddBranch(b Branch, index int) error {
 		u.names.reset()
 	}
 	u.ns.Unlock()
-	s.invalidate(nb)
+	if u.watcher != nil {
+		u.watcher.watch("", []*branch{nb})
+	}
+	u.invalidateBranch(nb)
 	return nil
 }
 
@@ -89,15 +92,18 @@ func (s *Server) DelBranch(path string) error {
 		u.names.reset()
 	}
 	u.ns.Unlock()
-	s.invalidate(b)
+	if u.watcher != nil {
+		u.watcher.unwatch(b)
+	}
+	s.u.invalidateBranch(b)
 	return nil
 }
 
-// invalidate drops the kernel's cached names, attributes and pages of
-// every known node, and the (possibly negative) names that branch b,
-// added or removed, has in each known directory, so the changed stack
-// shows at once.
-func (s *Server) invalidate(b *branch) {
+// invalidateBranch drops the kernel's cached names, attributes and pages
+// of every known node, and the (possibly negative) names that branch b
+// (added, removed or changed) has in each known directory, so the
+// changed stack shows at once.
+func (u *ufs) invalidateBranch(b *branch) {
 	seen := map[*fs.Inode]bool{}
 	var walk func(n *fs.Inode, rel string)
 	walk = func(n *fs.Inode, rel string) {
@@ -124,7 +130,7 @@ func (s *Server) invalidate(b *branch) {
 			walk(ch, joinRel(rel, name))
 		}
 	}
-	walk(s.u.root.EmbeddedInode(), "")
+	walk(u.root.EmbeddedInode(), "")
 }
 
 // Revalidate forgets the cached names of the read-only branches, so a

@@ -147,6 +147,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if errno != 0 {
 		return nil, errno
 	}
+	if n.u.watcher != nil && e.isDir() {
+		n.u.watcher.watch(joinRel(prel, name), e.layers)
+	}
 	return n.u.childNode(ctx, n, e, out), 0
 }
 

@@ -198,6 +198,23 @@ func TestPassthroughSharedDuringRelease(t *testing.T) {
 	}
 }
 
+// openLower opens name of the mount read-only (closed when the test
+// ends) and reports its inode number and whether the open is passed
+// through to a read-only branch's file.
+func openLower(t *testing.T, tu *testUnion, name string) (*os.File, uint64, bool) {
+	t.Helper()
+	f, err := os.Open(tu.m(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return f, st.Ino, lowerPassthrough(tu, st.Ino)
+}
+
 // lowerPassthrough reports whether the live node of inode ino is passed
 // through to a read-only branch's file.
 func lowerPassthrough(tu *testUnion, ino uint64) bool {
@@ -221,16 +238,8 @@ func lowerPassthrough(tu *testUnion, ino uint64) bool {
 func TestPassthroughAll(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "lower-data", "1:g": "lower-g"},
 		Options{Passthrough: true, PassthroughLower: true})
-	ro, err := os.Open(tu.m("f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
-	var st0 syscall.Stat_t
-	if err := syscall.Fstat(int(ro.Fd()), &st0); err != nil {
-		t.Fatal(err)
-	}
-	if !lowerPassthrough(tu, st0.Ino) {
+	ro, ino0, pt := openLower(t, tu, "f")
+	if !pt {
 		t.Fatal("read-only open of a lower file is not passed through")
 	}
 	buf := make([]byte, 64)
@@ -272,8 +281,8 @@ func TestPassthroughAll(t *testing.T) {
 	} else if !errors.Is(err, syscall.ESTALE) {
 		t.Errorf("reopen via /proc: %v, want ESTALE", err)
 	}
-	if st1.Ino != st0.Ino {
-		t.Fatalf("inode number changed across copy-up: %d → %d", st0.Ino, st1.Ino)
+	if st1.Ino != ino0 {
+		t.Fatalf("inode number changed across copy-up: %d → %d", ino0, st1.Ino)
 	}
 	// The copy's descriptors are passed through to the rw branch.
 	writeAt(t, tu.m("f"), "u", 0)
@@ -312,16 +321,8 @@ func TestPassthroughReadOnlyUnion(t *testing.T) {
 	// Both are opened before either is closed: the first passthrough
 	// open of a node waits out releases in flight (rawUnion.Release).
 	for name, want := range map[string]string{"f": "top", "g": "bottom"} {
-		f, err := os.Open(tu.m(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var st syscall.Stat_t
-		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-			t.Fatal(err)
-		}
-		if !lowerPassthrough(tu, st.Ino) {
+		f, _, pt := openLower(t, tu, name)
+		if !pt {
 			t.Errorf("%s: not passed through", name)
 		}
 		if b, err := io.ReadAll(f); err != nil || string(b) != want {

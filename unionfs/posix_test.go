@@ -33,6 +33,8 @@ func TestPOSIX(t *testing.T) {
 	sort.Strings(names)
 	udbaNonePT := udbaNone
 	udbaNonePT.Passthrough = true
+	udbaNotify := udbaNonePT
+	udbaNotify.Notify = true
 	modes := []struct {
 		name string
 		opts Options
@@ -41,6 +43,7 @@ func TestPOSIX(t *testing.T) {
 		{"passthrough-all", Options{Passthrough: true, PassthroughLower: true}},
 		{"daemon", Options{}},
 		{"udba-none", udbaNonePT},
+		{"udba-notify", udbaNotify},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {

@@ -47,11 +47,18 @@ func (r *rawUnion) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 // serveUnion serves the union rooted at root on the FUSE mount
 // described by fsopts at dir (a mountpoint, or /dev/fd/N for a
 // descriptor of /dev/fuse), and returns once the kernel's INIT is
-// answered.
+// answered. The branch watcher (udba=notify) runs while the mount is
+// served.
 func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (*fuse.Server, error) {
+	closeWatcher := func() {
+		if u.watcher != nil {
+			u.watcher.close()
+		}
+	}
 	raw := newRawUnion(u, root, fsopts)
 	srv, err := fuse.NewServer(raw, dir, &fsopts.MountOptions)
 	if err != nil {
+		closeWatcher()
 		return nil, err
 	}
 	u.raw = raw
@@ -59,10 +66,15 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		release()
+		closeWatcher()
 		return nil, err
+	}
+	if u.watcher != nil {
+		go u.watcher.run()
 	}
 	go func() {
 		srv.Wait()
+		closeWatcher()
 		release()
 	}()
 	return srv, nil

@@ -131,6 +131,11 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 	root.e = u.rootEntry()
 	u.inos.setAlias(keyOf(&root.e.st), 1)
 
+	if opts.Notify {
+		if u.watcher, err = newBranchWatcher(u); err != nil {
+			return nil, nil, nil, fmt.Errorf("udba=notify: %w", err)
+		}
+	}
 	fsopts := fuseOptions(opts)
 	return u, root, fsopts, nil
 }

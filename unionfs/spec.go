@@ -148,7 +148,8 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //
 //	dirs=BR[=MODE]:...  (also br=, br:)  the branch stack, leftmost on top
 //	udba=none|reval|notify  how soon outside changes to branches show:
-//	                    never (cache 24h), after 1s (default), at once (no cache)
+//	                    never (cache 24h), after 1s (default), at once
+//	                    (cache 24h, read-only branches watched: Options.Notify)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw
@@ -194,13 +195,12 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 			}
 		case key == "udba":
 			var d time.Duration
+			spec.Options.Notify = val == "notify"
 			switch val {
-			case "none":
+			case "none", "notify":
 				d = udbaNoneTimeout
 			case "reval":
 				d = udbaRevalTimeout
-			case "notify":
-				d = specNoCache
 			default:
 				return MountSpec{}, specBadf("option udba=%s: want none, reval or notify", val)
 			}

@@ -90,7 +90,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.Options.EntryTimeout != specNoCache || !spec.ReadOnly || !spec.NoExec || !spec.NoAtime || !spec.NoDirAtime || !spec.Options.Passthrough {
+	if spec.Options.EntryTimeout != udbaNoneTimeout || !spec.Options.Notify || !spec.ReadOnly || !spec.NoExec || !spec.NoAtime || !spec.NoDirAtime || !spec.Options.Passthrough {
 		t.Errorf("spec = %+v", spec)
 	}
 

@@ -37,6 +37,9 @@ type ufs struct {
 	// whiteoutBase); guarded by workMu.
 	whBaseReady bool
 
+	// watcher watches the read-only branches (udba=notify), else nil.
+	watcher *branchWatcher
+
 	// ptLower passes read-only opens of lower files through (see
 	// Options.PassthroughLower).
 	ptLower bool
