@@ -2,11 +2,13 @@ package unionfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -25,6 +27,10 @@ import (
 // marked, or in one created in a marked directory. The rw branch is not
 // watched: the union changes it itself, and watching it would report
 // every change made through the mount back to the daemon.
+//
+// The costs: a fanotify group per mount (fs.fanotify.max_user_groups, 128
+// by default) and a mark per directory looked up, which keeps that inode
+// in memory until unmount (fs.fanotify.max_user_marks bounds them all).
 type branchWatcher struct {
 	u    *ufs
 	fd   int      // the fanotify group, for marks
@@ -34,6 +40,7 @@ type branchWatcher struct {
 	dirs   map[string]watchedDir // by fsid and file handle of the directory
 	marked map[dirKey]bool       // branch directories marked
 	closed bool
+	warned bool // a failed mark was logged
 }
 
 // watchedDir is a marked directory: rel of branch b.
@@ -83,10 +90,26 @@ func (w *branchWatcher) watch(rel string, layers []*branch) {
 		done := w.marked[dirKey{b, rel}] || w.closed
 		w.mu.Unlock()
 		if !done {
-			if err := w.mark(b, rel); err != nil && w.u.opts.Debug {
-				log.Printf("udba=notify: %v", err)
+			if err := w.mark(b, rel); err != nil {
+				w.report(err)
 			}
 		}
+	}
+}
+
+// report logs a failed mark: always the first that is not a directory
+// gone meanwhile (a mark limit reached, fs.fanotify.max_user_marks: changes
+// there show only after a remount), every one under debug.
+func (w *branchWatcher) report(err error) {
+	gone := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)
+	w.mu.Lock()
+	first := !gone && !w.warned
+	if first {
+		w.warned = true
+	}
+	w.mu.Unlock()
+	if first || w.u.opts.Debug {
+		log.Printf("udba=notify: %v; outside changes there show only after a remount", err)
 	}
 }
 
