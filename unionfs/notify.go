@@ -250,9 +250,10 @@ func (w *branchWatcher) apply(changes []change, overflow bool) {
 	if u.names != nil {
 		u.names.reset()
 	}
+	branches := append([]*branch(nil), u.branches...)
 	u.ns.Unlock()
 	if overflow {
-		for _, b := range u.branches {
+		for _, b := range branches {
 			if b.mode != RW {
 				u.invalidateBranch(b)
 			}

@@ -165,3 +165,35 @@ func TestNotifyAddedBranch(t *testing.T) {
 		t.Fatalf("after del: ls = %q, %v", got, err)
 	}
 }
+
+// After the kernel dropped events (a queue overflow) every cached name
+// is dropped: a change nothing reported shows.
+func TestNotifyOverflowDropsAll(t *testing.T) {
+	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "x"}, spec.Options)
+	if got, err := lsNames(tu.m("d")); got != "x" || err != nil {
+		t.Fatalf("ls d = %q, %v", got, err)
+	}
+	if _, err := os.Stat(tu.m("d/y")); !os.IsNotExist(err) {
+		t.Fatalf("stat d/y: %v", err)
+	}
+	w := tu.srv.u.watcher
+	lower := tu.srv.u.branches[1]
+	w.unwatch(lower) // the events of this change are lost
+	if err := os.WriteFile(tu.b(1, "d/y"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tu.m("d/y")); !os.IsNotExist(err) {
+		t.Fatalf("an unreported change showed (stat d/y: %v): the test proves nothing", err)
+	}
+	w.apply(nil, true)
+	if b, err := os.ReadFile(tu.m("d/y")); err != nil || string(b) != "y" {
+		t.Errorf("after an overflow d/y reads %q, %v", b, err)
+	}
+	if got, err := lsNames(tu.m("d")); got != "x y" || err != nil {
+		t.Errorf("after an overflow ls d = %q, %v", got, err)
+	}
+}
