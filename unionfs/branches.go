@@ -95,7 +95,7 @@ func (s *Server) DelBranch(path string) error {
 	if u.watcher != nil {
 		u.watcher.unwatch(b)
 	}
-	s.u.invalidateBranch(b)
+	u.invalidateBranch(b)
 	return nil
 }
 

@@ -70,7 +70,10 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 		if b.mode == RW {
 			continue
 		}
-		if err := w.mark(b, ""); err != nil {
+		w.mu.Lock()
+		err := w.markLocked(b, "")
+		w.mu.Unlock()
+		if err != nil {
 			w.close()
 			return nil, err
 		}
@@ -87,12 +90,13 @@ func (w *branchWatcher) watch(rel string, layers []*branch) {
 			continue
 		}
 		w.mu.Lock()
-		done := w.marked[dirKey{b, rel}] || w.closed
+		var err error
+		if !w.marked[dirKey{b, rel}] && !w.closed {
+			err = w.markLocked(b, rel)
+		}
 		w.mu.Unlock()
-		if !done {
-			if err := w.mark(b, rel); err != nil {
-				w.report(err)
-			}
+		if err != nil {
+			w.report(err)
 		}
 	}
 }
@@ -113,8 +117,9 @@ func (w *branchWatcher) report(err error) {
 	}
 }
 
-// mark adds a mark on directory rel of branch b.
-func (w *branchWatcher) mark(b *branch, rel string) error {
+// markLocked adds a mark on directory rel of branch b. w.mu is held (the
+// descriptor stays open meanwhile).
+func (w *branchWatcher) markLocked(b *branch, rel string) error {
 	p := b.join(rel)
 	key, err := dirHandleKey(p)
 	if err != nil {
@@ -123,10 +128,8 @@ func (w *branchWatcher) mark(b *branch, rel string) error {
 	if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, watchMask, unix.AT_FDCWD, p); err != nil {
 		return fmt.Errorf("watch %s: fanotify_mark: %w", p, err)
 	}
-	w.mu.Lock()
 	w.dirs[key] = watchedDir{b, rel}
 	w.marked[dirKey{b, rel}] = true
-	w.mu.Unlock()
 	return nil
 }
 
@@ -135,6 +138,9 @@ func (w *branchWatcher) mark(b *branch, rel string) error {
 func (w *branchWatcher) unwatch(b *branch) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
 	for k := range w.marked {
 		if k.b == b {
 			_ = unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, watchMask, unix.AT_FDCWD, b.join(k.rel))
@@ -293,11 +299,10 @@ func (u *ufs) inodeAt(rel string) *fs.Inode {
 // close ends run and drops the marks.
 func (w *branchWatcher) close() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
-		w.mu.Unlock()
 		return
 	}
 	w.closed = true
-	w.mu.Unlock()
 	w.file.Close()
 }
