@@ -6,7 +6,7 @@ import (
 )
 
 // Names are the filesystems that can be compared, in report order.
-var Names = []string{Overlay, FuseOverlayFS, UnionFSFuse, UnionFS, UnionFSCached}
+var Names = []string{Overlay, FuseOverlayFS, UnionFSFuse, UnionFS, UnionFSCached, UnionFSFast}
 
 // Select returns the filesystems named in only (all of Names when only is
 // empty), in report order; ours is served by the unionctl binary at
@@ -51,6 +51,8 @@ func newFS(name, unionctlExe string) FS {
 		return NewUnionFSFuse()
 	case UnionFSCached:
 		return &UnionctlFS{Exe: unionctlExe, Label: UnionFSCached, Opts: "udba=none"}
+	case UnionFSFast:
+		return &UnionctlFS{Exe: unionctlExe, Label: UnionFSFast, Opts: "udba=notify,passthrough=all"}
 	default:
 		return &UnionctlFS{Exe: unionctlExe}
 	}

@@ -24,6 +24,12 @@ const (
 	// attributes cached as long as the kernel likes, as fuse-overlayfs
 	// does by default (and the fuse graph driver mounts its layers).
 	UnionFSCached = "unionfs-udba-none"
+	// UnionFSFast is unionfs in its fastest mode that still shows
+	// outside changes to the read-only branches: udba=notify (cached for
+	// a day, branches watched) and passthrough=all (lower files read by
+	// the kernel; a descriptor opened before a copy-up keeps the lower
+	// file, as under kernel overlayfs).
+	UnionFSFast = "unionfs-fast"
 )
 
 // mountTimeout is how long a FUSE daemon may take to show its mount.

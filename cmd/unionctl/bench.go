@@ -47,9 +47,13 @@ func newBenchFSCmd() *cobra.Command {
 		Long: `Runs, side by side on freshly built identical branches, sequential read,
 4k random read, cold and warm stat walks, create, unlink of lower files and
 copy-up of a large file, through kernel overlayfs, fuse-overlayfs,
-unionfs-fuse and unionstack's unionfs (mounted by this unionctl binary), twice:
-with its default udba=reval (outside changes to a branch show within 1 s)
-and as unionfs-udba-none, caching as long as fuse-overlayfs does.
+unionfs-fuse and unionstack's unionfs (mounted by this unionctl binary), three
+times: with its defaults (udba=reval: outside changes to a branch show within
+1 s; passthrough=on: descriptors opened before a copy-up see the data written
+after it), as unionfs-udba-none, caching as long as fuse-overlayfs does, and
+as unionfs-fast (udba=notify,passthrough=all: cached for a day with the
+read-only branches watched, lower files read by the kernel, kernel
+overlayfs's copy-up rule).
 Each workload gets a fresh mount with the page cache dropped. Results are
 ratios to kernel overlayfs (overlay time / fs time: higher is better) and
 absolute times; with --repeat N each workload runs N times and the best
@@ -68,7 +72,7 @@ time counts. Needs root; takes a few minutes at --scale 1.`,
 	fl.Float64Var(&f.scale, "scale", 1.0, "scale of sizes and counts (0.01: 10 MiB and 500 files, for a smoke run)")
 	fl.IntVar(&f.repeat, "repeat", 1, fmt.Sprintf("run each workload this many times (1-%d) and count the best", fsbench.MaxRepeat))
 	fl.BoolVar(&f.json, "json", false, "print the raw numbers as JSON")
-	fl.StringVar(&f.ufOpts, "unionfs-opts", "", "mount options for the unionfs column, passed to unionctl mount -o (e.g. passthrough=off; default: none); unionfs-udba-none is always udba=none")
+	fl.StringVar(&f.ufOpts, "unionfs-opts", "", "mount options for the unionfs column, passed to unionctl mount -o (e.g. passthrough=off; default: none); unionfs-udba-none and unionfs-fast keep theirs")
 	return cmd
 }
 

@@ -126,7 +126,7 @@ func TestBenchFSSmoke(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(names, ","); got != "overlay,fuse-overlayfs,unionfs-fuse,unionfs,unionfs-udba-none" {
+	if got := strings.Join(names, ","); got != "overlay,fuse-overlayfs,unionfs-fuse,unionfs,unionfs-udba-none,unionfs-fast" {
 		t.Errorf("filesystems %s", got)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
