@@ -44,8 +44,9 @@ func init() {
 // mode of writable mounts: "on" (the default) or "all" (lower files
 // opened read-only too, with kernel overlayfs's copy-up rule: a
 // descriptor opened before a copy-up keeps reading the lower file, as
-// under Docker's overlay2). Views, which never copy up, always pass
-// every file through.
+// under Docker's overlay2, and reopening such a descriptor through
+// /proc/self/fd after the copy-up fails with ESTALE while it is open).
+// Views, which never copy up, always pass every file through.
 const OptPassthrough = "passthrough"
 
 // backend keeps each snapshot's data in root/snapshots/ID/fs.
