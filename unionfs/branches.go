@@ -41,10 +41,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 	brs = append(brs, nb)
 	brs = append(brs, u.branches[index:]...)
 	u.branches = brs
-	u.gen.Add(1)
-	if u.names != nil {
-		u.names.reset()
-	}
+	u.forgetResolutionsLocked()
 	u.ns.Unlock()
 	if u.watcher != nil {
 		u.watcher.watch("", []*branch{nb})
@@ -87,10 +84,7 @@ func (s *Server) DelBranch(path string) error {
 	}
 	brs := append([]*branch(nil), u.branches[:idx]...)
 	u.branches = append(brs, u.branches[idx+1:]...)
-	u.gen.Add(1)
-	if u.names != nil {
-		u.names.reset()
-	}
+	u.forgetResolutionsLocked()
 	u.ns.Unlock()
 	if u.watcher != nil {
 		u.watcher.unwatch(b)

@@ -51,10 +51,18 @@ func StartDaemon(spec MountSpec, mountpoint string) error {
 	}
 	if err := daemonStart(spec, mp, st); err != nil {
 		_ = st.remove()
+		var reported daemonReportedError
+		if errors.As(err, &reported) {
+			return reported.error // it names the mountpoint already
+		}
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	return nil
 }
+
+// daemonReportedError is a failure the daemon child reported on its
+// readiness pipe, worded in full (it names the mountpoint).
+type daemonReportedError struct{ error }
 
 // daemonPrepare validates spec and returns the canonical mountpoint and
 // branches.
@@ -122,9 +130,9 @@ func daemonStart(spec MountSpec, mp string, st daemonState) error {
 	werr := cmd.Wait()
 	if code, text, ok := strings.Cut(msg, " "); ok && (code == "1" || code == "2") {
 		if code == "2" {
-			return fmt.Errorf("%w: %s", ErrBadSpec, strings.TrimPrefix(text, ErrBadSpec.Error()+": "))
+			return daemonReportedError{fmt.Errorf("%w: %s", ErrBadSpec, strings.TrimPrefix(text, ErrBadSpec.Error()+": "))}
 		}
-		return errors.New(text)
+		return daemonReportedError{errors.New(text)}
 	}
 	logTail, _ := os.ReadFile(st.logPath())
 	return fmt.Errorf("daemon exited (%v) before the mount was ready: %s", werr, daemonTail(string(logTail), 2000))
@@ -219,9 +227,8 @@ func Serve(spec MountSpec, mountpoint string, ready func(error)) error {
 		return err
 	}
 	srv, err := Mount(branches, mp, spec.Options)
-	if err != nil {
+	if err != nil { // Mount's error names the mountpoint
 		_ = st.remove()
-		err = fmt.Errorf("mount %s: %w", mountpoint, err)
 		ready(err)
 		return err
 	}

@@ -60,6 +60,9 @@ const watchMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix
 // 5.13+ in a user namespace).
 func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_DFID_NAME|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_CLOEXEC)
+	if errors.Is(err, syscall.EMFILE) {
+		return nil, fmt.Errorf("fanotify_init: %w (one fanotify group per udba=notify mount; the limit is fs.fanotify.max_user_groups)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w (udba=notify needs kernel 5.9+ and CAP_SYS_ADMIN)", err)
 	}
@@ -252,10 +255,7 @@ func (w *branchWatcher) apply(changes []change, overflow bool) {
 	}
 	u := w.u
 	u.lockNS()
-	u.gen.Add(1)
-	if u.names != nil {
-		u.names.reset()
-	}
+	u.forgetResolutionsLocked()
 	branches := append([]*branch(nil), u.branches...)
 	u.ns.Unlock()
 	if overflow {

@@ -64,6 +64,16 @@ func (u *ufs) lockNS() {
 	u.nsSeq.Add(1)
 }
 
+// forgetResolutionsLocked makes every node resolve its place in the
+// stack again and empties the name cache: the stack or a branch changed.
+// The caller holds ns exclusively.
+func (u *ufs) forgetResolutionsLocked() {
+	u.gen.Add(1)
+	if u.names != nil {
+		u.names.reset()
+	}
+}
+
 // branchCache is the name cache for b: none for the rw branch, which
 // the union changes itself.
 func (u *ufs) branchCache(b *branch) *nameCache {
