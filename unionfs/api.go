@@ -33,11 +33,12 @@ type Options struct {
 	// cache lifetimes for names, attributes and missing names. A lower
 	// branch changed from outside shows through after them (aufs udba).
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
-	// Notify watches the read-only branches (fanotify; kernel 5.9+ and
+	// Notify watches the branches (fanotify; kernel 5.9+ and
 	// CAP_SYS_ADMIN, else Mount fails) and drops what the daemon and the
 	// kernel cached of a name changed in one from outside, so the change
 	// shows at once while the timeouts may be long (aufs udba=notify).
-	// Changes made to the rw branch from outside are not watched.
+	// Files of the rw branch keep attributes for no more than 1 s: a
+	// write to one from outside shows after that (see branchWatcher).
 	Notify bool
 	// Passthrough lets the kernel read and write opened files directly
 	// (FUSE passthrough, kernel 6.9+), decided per handle: never for a

@@ -44,7 +44,9 @@ func (s *Server) AddBranch(b Branch, index int) error {
 	u.forgetResolutionsLocked()
 	u.ns.Unlock()
 	if u.watcher != nil {
-		u.watcher.watch("", []*branch{nb})
+		if err := u.watcher.addBranch(nb); err != nil {
+			u.watcher.report(err)
+		}
 	}
 	u.invalidateBranch(nb)
 	return nil

@@ -120,6 +120,7 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
+	u.watchNewDir(tmp)
 	dst := u.rw.join(rel)
 	if err := syscall.Rename(tmp, dst); err != nil {
 		_ = os.RemoveAll(tmp)

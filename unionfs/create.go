@@ -168,6 +168,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err := syscall.Mkdir(tmp, mode); err != nil {
 		return nil, errnoOf(err)
 	}
+	u.watchNewDir(tmp)
 	chownCaller(ctx, tmp)
 	if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() {
 		if errno := makeOpaque(tmp); errno != 0 {

@@ -228,7 +228,7 @@ func (h *handle) getattr(out *fuse.AttrOut) syscall.Errno {
 		return errnoOf(err)
 	}
 	out.FromStat(&st)
-	out.SetTimeout(h.n.u.opts.AttrTimeout)
+	out.SetTimeout(h.n.u.attrTimeout(nil, st.Mode))
 	return 0
 }
 

@@ -158,13 +158,27 @@ func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, out *fuse.E
 	ino := u.inos.get(keyOf(&e.st))
 	out.Attr.FromStat(&e.st)
 	out.Attr.Ino = ino
-	u.setTimeouts(out)
+	u.setTimeouts(out, e.top)
 	return u.newNode(ctx, parent.EmbeddedInode(), ino, e)
 }
 
-func (u *ufs) setTimeouts(out *fuse.EntryOut) {
+// setTimeouts sets the timeouts of an entry whose top-most copy is in
+// branch top.
+func (u *ufs) setTimeouts(out *fuse.EntryOut, top *branch) {
 	out.SetEntryTimeout(u.opts.EntryTimeout)
-	out.SetAttrTimeout(u.opts.AttrTimeout)
+	out.SetAttrTimeout(u.attrTimeout(top, out.Attr.Mode))
+}
+
+// attrTimeout is how long the kernel may keep the attributes of a file
+// of mode whose top-most copy is in branch top (nil: not known). Under
+// udba=notify a non-directory of the rw branch gets no more than the
+// udba=reval timeout: writes to it from outside are not watched (see
+// branchWatcher), and show once it passes.
+func (u *ufs) attrTimeout(top *branch, mode uint32) time.Duration {
+	if u.watcher != nil && (top == nil || top.mode == RW) && mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return min(u.opts.AttrTimeout, udbaRevalTimeout)
+	}
+	return u.opts.AttrTimeout
 }
 
 // Getattr stats the top-most copy, or the open file.
@@ -173,17 +187,20 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return h.base().getattr(out)
 	}
 	var st syscall.Stat_t
-	_, p, errno := n.where()
+	e, p, errno := n.where()
 	if errno == 0 {
 		errno = errnoOf(syscall.Lstat(p, &st))
 	}
+	var top *branch
 	if errno != 0 {
 		if !n.statOpenDir(&st) {
 			return errno
 		}
+	} else {
+		top = e.top
 	}
 	out.FromStat(&st)
-	out.SetTimeout(n.u.opts.AttrTimeout)
+	out.SetTimeout(n.u.attrTimeout(top, st.Mode))
 	return 0
 }
 
@@ -226,7 +243,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	out.FromStat(&st)
 	out.Ino = n.ino
-	out.SetTimeout(n.u.opts.AttrTimeout)
+	out.SetTimeout(n.u.attrTimeout(n.u.rw, st.Mode))
 	return 0
 }
 

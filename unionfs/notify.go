@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -17,30 +19,56 @@ import (
 
 // branchWatcher serves udba=notify, as aufs's fsnotify-based udba=notify
 // does: the kernel may cache names, attributes and listings for long, and
-// a change made from outside to a read-only branch is reported by the
-// kernel (fanotify, events naming the directory by file handle and the
-// changed name) and drops what the daemon and the kernel cached of it.
+// a change made from outside to a branch is reported by the kernel
+// (fanotify, events naming the directory by file handle and the changed
+// name) and drops what the daemon and the kernel cached of it.
 //
-// Every directory of a read-only branch that a lookup passes through is
-// marked (the root at mount), which covers all the kernel can have
-// cached: a name new in a branch appears in a directory of it that is
-// marked, or in one created in a marked directory. The rw branch is not
-// watched: the union changes it itself, and watching it would report
-// every change made through the mount back to the daemon.
+// Every branch directory that a lookup passes through is marked (the
+// roots at mount), and so is every directory the union creates in the rw
+// branch (mkdir, copy-up, the copy a rename makes), which covers all the
+// kernel can have cached: a name new in a branch appears in a directory
+// of it that is marked, or in one created in a marked directory. Events
+// name the directory by handle, which is resolved to its path when the
+// event is read, so a directory renamed since it was marked is still
+// found where it is now.
+//
+// In the rw branch the union's own changes are not news: events this
+// process caused there are dropped, and content changes are not watched
+// at all, since a write through a passthrough handle runs in the writer's
+// context and cannot be told from one made from outside. Files of the rw
+// branch therefore get the udba=reval attribute timeout, so an outside
+// write to one shows within it (its pages are dropped when the mtime
+// moves); everything else shows at once.
 //
 // The costs: a fanotify group per mount (fs.fanotify.max_user_groups, 128
-// by default) and a mark per directory looked up, which keeps that inode
-// in memory until unmount (fs.fanotify.max_user_marks bounds them all).
+// by default), a mark per directory looked up or created, which keeps that
+// inode in memory until unmount (fs.fanotify.max_user_marks bounds them
+// all), and an event read and dropped for each change the union makes to
+// the rw branch's names.
 type branchWatcher struct {
 	u    *ufs
 	fd   int      // the fanotify group, for marks
 	file *os.File // the same, for reads through the runtime's poller
+	self int32    // this process: its events in the rw branch are dropped
 
 	mu     sync.Mutex
-	dirs   map[string]watchedDir // by fsid and file handle of the directory
-	marked map[dirKey]bool       // branch directories marked
+	roots  map[*branch]branchRoot // watched branches
+	dirs   map[string]watchedDir  // marked directories by fsid and file handle, where marked
+	marked map[dirKey]bool        // branch directories marked, by path
 	closed bool
 	warned bool // a failed mark was logged
+
+	// ownDirs are rw directories (by fsid and handle) this process
+	// changed, so its next events there are dropped without looking
+	// the directory up. Only run (parse) uses it.
+	ownDirs map[string]bool
+}
+
+// branchRoot is what resolving a handle of a watched branch needs: a
+// descriptor of its root (the mount to open handles on) and its fsid.
+type branchRoot struct {
+	fd   int
+	fsid string
 }
 
 // watchedDir is a marked directory: rel of branch b.
@@ -49,15 +77,37 @@ type watchedDir struct {
 	rel string
 }
 
-// watchMask is what a mark reports: names created, removed and moved in
-// the directory (subdirectories too), and the content and attributes of
-// its entries and of itself.
+// watchMask is what a mark on a read-only branch reports: names created,
+// removed and moved in the directory (subdirectories too), and the
+// content and attributes of its entries and of itself.
 const watchMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_ATTRIB | unix.FAN_MODIFY | unix.FAN_ONDIR | unix.FAN_EVENT_ON_CHILD
 
+// maxOwnDirs bounds branchWatcher.ownDirs.
+const maxOwnDirs = 4096
+
+// eventBatchDelay is how long run waits after reading events before it
+// reads again, so the events of the union's own changes to the rw branch
+// (read to be dropped) are read a batch at a time, not one wakeup each.
+const eventBatchDelay = 2 * time.Millisecond
+
+// rwWatchMask is watchMask without content changes, for the rw branch.
+const rwWatchMask = watchMask &^ unix.FAN_MODIFY
+
+// nameChangeMask are the events that make or unmake a name.
+const nameChangeMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO
+
+// maskOf is the mark mask for branch b.
+func maskOf(b *branch) uint64 {
+	if b.mode == RW {
+		return rwWatchMask
+	}
+	return watchMask
+}
+
 // newBranchWatcher makes the fanotify group of u and marks the root of
-// every read-only branch. It needs kernel 5.9+ and CAP_SYS_ADMIN (or
-// 5.13+ in a user namespace).
+// every branch. It needs kernel 5.9+ and CAP_SYS_ADMIN (or 5.13+ in a
+// user namespace).
 func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_DFID_NAME|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_CLOEXEC)
 	if errors.Is(err, syscall.EMFILE) {
@@ -68,15 +118,10 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	}
 	// A non-blocking descriptor goes to the runtime's poller, so close
 	// ends a read in progress.
-	w := &branchWatcher{u: u, fd: fd, file: os.NewFile(uintptr(fd), "fanotify"), dirs: map[string]watchedDir{}, marked: map[dirKey]bool{}}
+	w := &branchWatcher{u: u, fd: fd, file: os.NewFile(uintptr(fd), "fanotify"), self: int32(os.Getpid()),
+		roots: map[*branch]branchRoot{}, dirs: map[string]watchedDir{}, marked: map[dirKey]bool{}, ownDirs: map[string]bool{}}
 	for _, b := range u.branches {
-		if b.mode == RW {
-			continue
-		}
-		w.mu.Lock()
-		err := w.markLocked(b, "")
-		w.mu.Unlock()
-		if err != nil {
+		if err := w.addBranch(b); err != nil {
 			w.close()
 			return nil, err
 		}
@@ -84,14 +129,33 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	return w, nil
 }
 
-// watch marks directory rel in each read-only branch of layers (the
-// branches that hold it) not marked yet. A directory that cannot be
-// marked (gone meanwhile) is skipped: its creation is reported anew.
+// addBranch watches branch b from its root.
+func (w *branchWatcher) addBranch(b *branch) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	if _, ok := w.roots[b]; !ok {
+		fd, err := syscall.Open(b.path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("watch %s: %w", b.path, err)
+		}
+		fsid, err := fsidOf(b.path)
+		if err != nil {
+			syscall.Close(fd)
+			return fmt.Errorf("watch %s: %w", b.path, err)
+		}
+		w.roots[b] = branchRoot{fd: fd, fsid: fsid}
+	}
+	return w.markLocked(b, "")
+}
+
+// watch marks directory rel in each branch of layers (the branches that
+// hold it) not marked yet. A directory that cannot be marked (gone
+// meanwhile) is skipped: its creation is reported anew.
 func (w *branchWatcher) watch(rel string, layers []*branch) {
 	for _, b := range layers {
-		if b.mode == RW {
-			continue
-		}
 		w.mu.Lock()
 		var err error
 		if !w.marked[dirKey{b, rel}] && !w.closed {
@@ -100,6 +164,34 @@ func (w *branchWatcher) watch(rel string, layers []*branch) {
 		w.mu.Unlock()
 		if err != nil {
 			w.report(err)
+		}
+	}
+}
+
+// watchNew marks a directory the union just made in the rw branch at path
+// p (maybe a temporary name, renamed into place later: the mark stays
+// with the directory), before the kernel can cache anything in it.
+func (w *branchWatcher) watchNew(p string) {
+	w.mu.Lock()
+	var err error
+	if !w.closed {
+		err = unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, rwWatchMask, unix.AT_FDCWD, p)
+	}
+	w.mu.Unlock()
+	if err != nil {
+		w.report(fmt.Errorf("watch %s: fanotify_mark: %w", p, err))
+	}
+}
+
+// moved forgets which directories at or below rel of branch b were
+// marked: another directory may take that place. The directories keep
+// their marks.
+func (w *branchWatcher) moved(b *branch, rel string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.marked {
+		if k.b == b && (k.rel == rel || rel == "" || strings.HasPrefix(k.rel, rel+"/")) {
+			delete(w.marked, k)
 		}
 	}
 }
@@ -128,7 +220,7 @@ func (w *branchWatcher) markLocked(b *branch, rel string) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", p, err)
 	}
-	if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, watchMask, unix.AT_FDCWD, p); err != nil {
+	if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, maskOf(b), unix.AT_FDCWD, p); err != nil {
 		return fmt.Errorf("watch %s: fanotify_mark: %w", p, err)
 	}
 	w.dirs[key] = watchedDir{b, rel}
@@ -146,7 +238,7 @@ func (w *branchWatcher) unwatch(b *branch) {
 	}
 	for k := range w.marked {
 		if k.b == b {
-			_ = unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, watchMask, unix.AT_FDCWD, b.join(k.rel))
+			_ = unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_ONLYDIR|unix.FAN_MARK_DONT_FOLLOW, maskOf(b), unix.AT_FDCWD, b.join(k.rel))
 			delete(w.marked, k)
 		}
 	}
@@ -155,21 +247,35 @@ func (w *branchWatcher) unwatch(b *branch) {
 			delete(w.dirs, k)
 		}
 	}
+	if r, ok := w.roots[b]; ok {
+		syscall.Close(r.fd)
+		delete(w.roots, b)
+	}
+}
+
+// fsidOf is the file system id of the file system holding p, as fanotify
+// gives it in events.
+func fsidOf(p string) (string, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(p, &sfs); err != nil {
+		return "", err
+	}
+	fsid := (*[8]byte)(unsafe.Pointer(&sfs.Fsid))
+	return string(fsid[:]), nil
 }
 
 // dirHandleKey is how fanotify names directory p in its events: the
 // file system id and the file handle.
 func dirHandleKey(p string) (string, error) {
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(p, &sfs); err != nil {
+	fsid, err := fsidOf(p)
+	if err != nil {
 		return "", err
 	}
 	fh, _, err := unix.NameToHandleAt(unix.AT_FDCWD, p, 0)
 	if err != nil {
 		return "", fmt.Errorf("name_to_handle_at: %w", err)
 	}
-	fsid := (*[8]byte)(unsafe.Pointer(&sfs.Fsid))
-	return handleKey(fsid[:], uint32(fh.Type()), fh.Bytes()), nil
+	return handleKey([]byte(fsid), uint32(fh.Type()), fh.Bytes()), nil
 }
 
 func handleKey(fsid []byte, typ uint32, handle []byte) string {
@@ -179,8 +285,14 @@ func handleKey(fsid []byte, typ uint32, handle []byte) string {
 }
 
 // change is one reported change: name (or "." for the directory itself)
-// in directory rel of a read-only branch.
-type change struct{ rel, name string }
+// in directory rel of branch b; dirMoved says a directory was created,
+// removed or moved there.
+type change struct {
+	b        *branch
+	rel      string
+	name     string
+	dirMoved bool
+}
 
 // run reads and applies events until close.
 func (w *branchWatcher) run() {
@@ -198,16 +310,55 @@ func (w *branchWatcher) run() {
 		}
 		changes, overflow := w.parse(buf[:n])
 		w.apply(changes, overflow)
+		time.Sleep(eventBatchDelay)
 	}
 }
 
-// parse decodes a buffer of events into changes of known directories;
+// event is one decoded event: the directory (fsid and handle), the name
+// in it and what happened.
+type event struct {
+	fsid   string
+	typ    uint32
+	handle []byte
+	name   string
+	mask   uint64
+	pid    int32
+}
+
+// parse decodes a buffer of events into changes of watched branches;
 // overflow says the kernel dropped events.
 func (w *branchWatcher) parse(buf []byte) (changes []change, overflow bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	const metaLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
+	evs, overflow := decodeEvents(buf)
 	seen := map[change]bool{}
+	for _, ev := range evs {
+		own := ev.pid == w.self
+		key := handleKey([]byte(ev.fsid), ev.typ, ev.handle)
+		if own && w.ownDirs[key] {
+			continue
+		}
+		b, rel, ok := w.locate(ev)
+		if !ok {
+			continue
+		}
+		if own && b.mode == RW {
+			if len(w.ownDirs) >= maxOwnDirs {
+				clear(w.ownDirs)
+			}
+			w.ownDirs[key] = true
+			continue
+		}
+		c := change{b: b, rel: rel, name: ev.name, dirMoved: ev.mask&unix.FAN_ONDIR != 0 && ev.mask&nameChangeMask != 0}
+		if !seen[c] {
+			seen[c] = true
+			changes = append(changes, c)
+		}
+	}
+	return changes, overflow
+}
+
+// decodeEvents decodes the directory-and-name events of buf.
+func decodeEvents(buf []byte) (evs []event, overflow bool) {
+	const metaLen = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
 	for len(buf) >= metaLen {
 		m := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[0]))
 		evLen := int(m.Event_len)
@@ -226,29 +377,65 @@ func (w *branchWatcher) parse(buf []byte) (changes []change, overflow bool) {
 				rec := info[4:l]
 				hlen := int(binary.NativeEndian.Uint32(rec[8:12]))
 				if 16+hlen <= len(rec) {
-					key := handleKey(rec[0:8], binary.NativeEndian.Uint32(rec[12:16]), rec[16:16+hlen])
 					name, _, _ := strings.Cut(string(rec[16+hlen:]), "\x00")
-					if d, ok := w.dirs[key]; ok {
-						c := change{d.rel, name}
-						if !seen[c] {
-							seen[c] = true
-							changes = append(changes, c)
-						}
-					}
+					evs = append(evs, event{fsid: string(rec[0:8]), typ: binary.NativeEndian.Uint32(rec[12:16]),
+						handle: rec[16 : 16+hlen], name: name, mask: m.Mask, pid: m.Pid})
 				}
 			}
 			info = info[l:]
 		}
 		buf = buf[evLen:]
 	}
-	return changes, overflow
+	return evs, overflow
+}
+
+// locate finds the branch directory an event names: by opening the
+// handle and reading back its path, so a directory moved since it was
+// marked is found where it is now; where handles cannot be opened
+// (CAP_DAC_READ_SEARCH is missing), by where it was marked.
+func (w *branchWatcher) locate(ev event) (*branch, string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	mountFd := -1
+	for _, r := range w.roots {
+		if r.fsid == ev.fsid {
+			mountFd = r.fd
+			break
+		}
+	}
+	if mountFd >= 0 {
+		fd, err := unix.OpenByHandleAt(mountFd, unix.NewFileHandle(int32(ev.typ), ev.handle), unix.O_PATH|unix.O_CLOEXEC)
+		switch {
+		case err == nil:
+			p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+			syscall.Close(fd)
+			if err != nil || strings.HasSuffix(p, " (deleted)") {
+				return nil, "", false
+			}
+			for b := range w.roots {
+				if p == b.path {
+					return b, "", true
+				}
+				if rel, ok := strings.CutPrefix(p, b.path+"/"); ok {
+					return b, rel, true
+				}
+			}
+			return nil, "", false
+		case errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.ENOENT):
+			// Gone: its removal is reported in its parent.
+			return nil, "", false
+		}
+	}
+	d, ok := w.dirs[handleKey([]byte(ev.fsid), ev.typ, ev.handle)]
+	return d.b, d.rel, ok
 }
 
 // apply drops what the daemon cached of the branches (all of it: outside
 // changes are rare) and what the kernel cached of each changed name:
 // the name itself, negative or not, its node's attributes and pages, and
-// its directory's attributes and listing. After an overflow the kernel
-// drops everything it cached.
+// its directory's attributes and listing. A whiteout stands for the name
+// it hides, an opaque marker for every name of its directory. After an
+// overflow the kernel drops everything it cached.
 func (w *branchWatcher) apply(changes []change, overflow bool) {
 	if len(changes) == 0 && !overflow {
 		return
@@ -260,24 +447,50 @@ func (w *branchWatcher) apply(changes []change, overflow bool) {
 	u.ns.Unlock()
 	if overflow {
 		for _, b := range branches {
-			if b.mode != RW {
-				u.invalidateBranch(b)
-			}
+			w.moved(b, "")
+			u.invalidateBranch(b)
 		}
 		return
 	}
 	for _, c := range changes {
+		if c.dirMoved {
+			w.moved(c.b, joinRel(c.rel, c.name))
+		}
 		dir := u.inodeAt(c.rel)
 		if dir == nil {
 			continue // the kernel has nothing of it cached
 		}
 		_ = dir.NotifyContent(0, 0)
-		if c.name == "." || c.name == "" {
+		name := c.name
+		switch {
+		case name == "." || name == "":
 			continue
+		case name == opqMarker:
+			u.invalidateNamesIn(dir, c.rel, branches)
+			continue
+		case isWhiteoutName(name):
+			name = name[len(whPrefix):]
 		}
-		_ = dir.NotifyEntry(c.name)
-		if ch := dir.GetChild(c.name); ch != nil {
+		_ = dir.NotifyEntry(name)
+		if ch := dir.GetChild(name); ch != nil {
 			_ = ch.NotifyContent(0, 0)
+		}
+	}
+}
+
+// invalidateNamesIn drops the kernel's entries of directory dir (at rel)
+// for every name it knows there and every name a branch holds there,
+// which covers the negative entries of names an opaque marker hid.
+func (u *ufs) invalidateNamesIn(dir *fs.Inode, rel string, branches []*branch) {
+	for name := range dir.Children() {
+		_ = dir.NotifyEntry(name)
+	}
+	for _, b := range branches {
+		ents, _ := readBranchDir(b.join(rel))
+		for _, d := range ents {
+			if d.name != opqMarker {
+				_ = dir.NotifyEntry(strings.TrimPrefix(d.name, whPrefix))
+			}
 		}
 	}
 }
@@ -305,4 +518,25 @@ func (w *branchWatcher) close() {
 	}
 	w.closed = true
 	w.file.Close()
+	for b, r := range w.roots {
+		syscall.Close(r.fd)
+		delete(w.roots, b)
+	}
+}
+
+// watchNewDir marks directory p, just made in the rw branch, under
+// udba=notify.
+func (u *ufs) watchNewDir(p string) {
+	if u.watcher != nil {
+		u.watcher.watchNew(p)
+	}
+}
+
+// dirGone tells the watcher (udba=notify) that the directory at rel of
+// the rw branch was removed or moved through the union: another may take
+// its place.
+func (u *ufs) dirGone(rel string) {
+	if u.watcher != nil {
+		u.watcher.moved(u.rw, rel)
+	}
 }

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -45,6 +46,29 @@ func eventuallyLists(t *testing.T, what, p, want string) {
 	eventually(t, what, func() error {
 		if got, err := lsNames(p); got != want || err != nil {
 			return fmt.Errorf("ls = %q, %v; want %q", got, err, want)
+		}
+		return nil
+	})
+}
+
+// eventuallyMode waits until file p has permissions perm.
+func eventuallyMode(t *testing.T, what, p string, perm os.FileMode) {
+	t.Helper()
+	eventually(t, what, func() error {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm() != perm {
+			return fmt.Errorf("stat: %v, %v; want %v", st.Mode(), err, perm)
+		}
+		return nil
+	})
+}
+
+// eventuallyGone waits until p does not exist.
+func eventuallyGone(t *testing.T, what, p string) {
+	t.Helper()
+	eventually(t, what, func() error {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			return fmt.Errorf("stat: %v; want not found", err)
 		}
 		return nil
 	})
@@ -114,20 +138,9 @@ func TestNotifyShowsOutsideChanges(t *testing.T) {
 	eventuallyReads(t, "new content of f", tu.m("f"), "new content")
 	eventuallyLists(t, "root listing", tu.m(""), "d f nd new top")
 	eventuallyReads(t, "new name (negative entry dropped)", tu.m("new"), "n")
-	eventually(t, "removed name", func() error {
-		if _, err := os.Stat(tu.m("gone")); !os.IsNotExist(err) {
-			return fmt.Errorf("stat gone: %v", err)
-		}
-		return nil
-	})
+	eventuallyGone(t, "removed name", tu.m("gone"))
 	eventuallyLists(t, "listing of d", tu.m("d"), "x y")
-	eventually(t, "mode of d/x", func() error {
-		st, err := os.Stat(tu.m("d/x"))
-		if err != nil || st.Mode().Perm() != 0o600 {
-			return fmt.Errorf("stat d/x: %v, %v", st.Mode(), err)
-		}
-		return nil
-	})
+	eventuallyMode(t, "mode of d/x", tu.m("d/x"), 0o600)
 	eventuallyReads(t, "new directory tree", tu.m("nd/sub/z"), "z")
 	// A change deeper in the new directory shows too: a lookup marked it.
 	must(os.WriteFile(lower("nd/sub/z2"), []byte("z2"), 0o644))
@@ -137,6 +150,100 @@ func TestNotifyShowsOutsideChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCopied(t, tu, "f", "new content", "mine")
+}
+
+// outside runs a shell script in another process: a change made by the
+// serving process itself to the rw branch counts as the union's own.
+func outside(t *testing.T, script string) {
+	t.Helper()
+	if out, err := exec.Command("sh", "-ec", script).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+}
+
+// TestNotifyShowsOutsideChangesToRW: under udba=notify changes made from
+// outside to the rw branch show too: new names (over cached negative
+// entries), removed names, modes, whiteouts, names in directories the
+// union made there (mkdir, copy-up, a renamed directory), names an
+// opaque marker hid and, once the
+// attribute timeout passed, content.
+func TestNotifyShowsOutsideChangesToRW(t *testing.T) {
+	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:top": "t", "0:ud/u": "u", "1:low": "l", "1:ld/x": "x",
+		"0:od/" + opqMarker: "", "1:od/hidden": "h"}, spec.Options)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	absent := func(p string) {
+		t.Helper()
+		if _, err := os.Stat(tu.m(p)); !os.IsNotExist(err) {
+			t.Fatalf("stat %s: %v", p, err)
+		}
+	}
+	// Directories the union makes in the rw branch: by mkdir, by a
+	// copy-up (of ld, for a new file in it) and by a rename.
+	must(os.Mkdir(tu.m("nd"), 0o755))
+	must(os.WriteFile(tu.m("ld/mine"), []byte("m"), 0o644))
+	must(os.Mkdir(tu.m("r1"), 0o755))
+	must(os.Rename(tu.m("r1"), tu.m("r2")))
+	// Fill the caches, negative entries too.
+	if got := readFile(t, tu.m("top")); got != "t" {
+		t.Fatalf("top = %q", got)
+	}
+	for _, p := range []string{"new", "nd/y", "ld/y", "r2/y", "ud/y", "od/hidden"} {
+		absent(p)
+	}
+	for _, d := range []string{"", "nd", "ld", "r2", "ud", "od"} {
+		if _, err := lsNames(tu.m(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(tu.m("low")); err != nil {
+		t.Fatal(err)
+	}
+
+	outside(t, "cd "+tu.b(0, "")+`
+echo -n n > new
+echo -n y > nd/y
+echo -n y > ld/y
+echo -n y > r2/y
+echo -n y > ud/y
+rm ud/u
+chmod 600 top
+touch .wh.low
+rm od/`+opqMarker)
+
+	eventuallyReads(t, "new name in the rw root", tu.m("new"), "n")
+	eventuallyReads(t, "new name in a directory made by mkdir", tu.m("nd/y"), "y")
+	eventuallyReads(t, "new name in a copied-up directory", tu.m("ld/y"), "y")
+	eventuallyReads(t, "new name in a renamed directory", tu.m("r2/y"), "y")
+	eventuallyLists(t, "listing of an rw directory", tu.m("ud"), "y")
+	eventuallyLists(t, "listing of a copied-up directory", tu.m("ld"), "mine x y")
+	eventuallyReads(t, "a name an opaque marker hid", tu.m("od/hidden"), "h")
+	eventuallyMode(t, "mode of top", tu.m("top"), 0o600)
+	eventuallyGone(t, "a file hidden by a new whiteout", tu.m("low"))
+	// Content written from outside shows once the attribute timeout of
+	// rw files (udba=reval's) passed.
+	if got := readFile(t, tu.m("top")); got != "t" {
+		t.Fatalf("top = %q", got)
+	}
+	outside(t, "echo -n changed >> "+tu.b(0, "top"))
+	eventuallyReads(t, "content of top", tu.m("top"), "tchanged")
+	eventually(t, "size of top", func() error {
+		if st, err := os.Stat(tu.m("top")); err != nil || st.Size() != 8 {
+			return fmt.Errorf("stat top: %v", err)
+		}
+		return nil
+	})
+	// The union's own changes still work as before.
+	must(os.WriteFile(tu.m("nd/z"), []byte("z"), 0o644))
+	eventuallyLists(t, "listing after a change through the mount", tu.m("nd"), "y z")
 }
 
 // A branch added at run time is watched from its root, and one removed

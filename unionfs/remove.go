@@ -81,6 +81,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	if dir {
 		n.dirRemoved(name, e.st)
+		u.dirGone(joinRel(prel, name))
 	}
 	return 0
 }

@@ -161,6 +161,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		u.inos.alias(keyOf(&se.st), keyOf(&moved.st))
 	}
 	if moved.isDir() {
+		u.dirGone(joinRel(prel, name))
+		u.dirGone(joinRel(nrel, newName))
 		moved.layers = []*branch{u.rw}
 		// Everything below may have moved branch: resolve afresh.
 		u.gen.Add(1)
@@ -189,6 +191,7 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 	if err := syscall.Mkdir(dst, 0700); err != nil {
 		return errnoOf(err)
 	}
+	u.watchNewDir(dst)
 	ents, errno := mergedListing(e.layers, rel)
 	if errno != 0 {
 		return errno

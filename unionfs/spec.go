@@ -149,7 +149,7 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	dirs=BR[=MODE]:...  (also br=, br:)  the branch stack, leftmost on top
 //	udba=none|reval|notify  how soon outside changes to branches show:
 //	                    never (cache 24h), after 1s (default), at once
-//	                    (cache 24h, read-only branches watched: Options.Notify)
+//	                    (cache 24h, branches watched: Options.Notify)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw

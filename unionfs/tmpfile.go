@@ -50,7 +50,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	ino := u.inos.fresh(keyOf(&e.st))
 	out.Attr.FromStat(&e.st)
 	out.Attr.Ino = ino
-	u.setTimeouts(out)
+	u.setTimeouts(out, u.rw)
 	ch := u.newNode(ctx, n.EmbeddedInode(), ino, e)
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()

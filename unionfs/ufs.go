@@ -37,7 +37,7 @@ type ufs struct {
 	// whiteoutBase); guarded by workMu.
 	whBaseReady bool
 
-	// watcher watches the read-only branches (udba=notify), else nil.
+	// watcher watches the branches (udba=notify), else nil.
 	watcher *branchWatcher
 
 	// ptLower passes read-only opens of lower files through (see
