@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -62,6 +63,8 @@ type branchWatcher struct {
 	// changed, so its next events there are dropped without looking
 	// the directory up. Only run (parse) uses it.
 	ownDirs map[string]bool
+
+	applied atomic.Int64 // changes applied so far, for debugging and tests
 }
 
 // branchRoot is what resolving a handle of a watched branch needs: a
@@ -83,6 +86,12 @@ type watchedDir struct {
 const watchMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_ATTRIB | unix.FAN_MODIFY | unix.FAN_ONDIR | unix.FAN_EVENT_ON_CHILD
 
+// rwWatchMask is watchMask without content changes, for the rw branch.
+const rwWatchMask = watchMask &^ unix.FAN_MODIFY
+
+// nameChangeMask are the events that make or unmake a name.
+const nameChangeMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO
+
 // maxOwnDirs bounds branchWatcher.ownDirs.
 const maxOwnDirs = 4096
 
@@ -90,12 +99,6 @@ const maxOwnDirs = 4096
 // reads again, so the events of the union's own changes to the rw branch
 // (read to be dropped) are read a batch at a time, not one wakeup each.
 const eventBatchDelay = 2 * time.Millisecond
-
-// rwWatchMask is watchMask without content changes, for the rw branch.
-const rwWatchMask = watchMask &^ unix.FAN_MODIFY
-
-// nameChangeMask are the events that make or unmake a name.
-const nameChangeMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO
 
 // maskOf is the mark mask for branch b.
 func maskOf(b *branch) uint64 {
@@ -440,6 +443,7 @@ func (w *branchWatcher) apply(changes []change, overflow bool) {
 	if len(changes) == 0 && !overflow {
 		return
 	}
+	w.applied.Add(int64(len(changes)))
 	u := w.u
 	u.lockNS()
 	u.forgetResolutionsLocked()

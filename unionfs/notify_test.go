@@ -246,6 +246,44 @@ rm od/`+opqMarker)
 	eventuallyLists(t, "listing after a change through the mount", tu.m("nd"), "y z")
 }
 
+// The union's own changes to the rw branch are not taken for outside
+// ones: a run of creates, writes, renames and removals through the mount
+// applies no change, where one outside change is applied.
+func TestNotifyIgnoresOwnChanges(t *testing.T) {
+	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "x", "1:l": "l"}, spec.Options)
+	w := tu.srv.u.watcher
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(tu.m("n/m"), 0o755))
+	for i := range 20 {
+		must(os.WriteFile(tu.m(fmt.Sprintf("n/f%d", i)), []byte("f"), 0o644))
+	}
+	must(os.WriteFile(tu.m("d/y"), []byte("y"), 0o644)) // copies d up
+	must(os.Chmod(tu.m("l"), 0o600))                    // copies l up
+	must(os.Rename(tu.m("n"), tu.m("n2")))
+	must(os.Remove(tu.m("d/x")))
+	must(os.RemoveAll(tu.m("n2")))
+	time.Sleep(50 * eventBatchDelay) // let the watcher read what it was sent
+	if got := w.applied.Load(); got != 0 {
+		t.Errorf("the union's own changes applied %d changes, want 0", got)
+	}
+	outside(t, "touch "+tu.b(0, "d/z"))
+	eventually(t, "an outside change applied", func() error {
+		if w.applied.Load() == 0 {
+			return fmt.Errorf("no change applied")
+		}
+		return nil
+	})
+}
+
 // A branch added at run time is watched from its root, and one removed
 // is no longer.
 func TestNotifyAddedBranch(t *testing.T) {
