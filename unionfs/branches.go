@@ -3,6 +3,7 @@ package unionfs
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -95,6 +96,18 @@ func (s *Server) DelBranch(path string) error {
 	return nil
 }
 
+// notifyBranchNames drops the kernel's entries, negative ones too, of
+// directory dir for every name directory rel of branch b holds: a
+// whiteout stands for the name it hides; an opaque marker for none.
+func notifyBranchNames(dir *fs.Inode, b *branch, rel string) {
+	ents, _ := readBranchDir(b.join(rel))
+	for _, d := range ents {
+		if d.name != opqMarker {
+			_ = dir.NotifyEntry(strings.TrimPrefix(d.name, whPrefix))
+		}
+	}
+}
+
 // invalidateBranch drops the kernel's cached names, attributes and pages
 // of every known node, and the (possibly negative) names that branch b
 // (added, removed or changed) has in each known directory, so the
@@ -109,17 +122,7 @@ func (u *ufs) invalidateBranch(b *branch) {
 		seen[n] = true
 		_ = n.NotifyContent(0, 0)
 		if n.Mode()&syscall.S_IFMT == syscall.S_IFDIR {
-			ents, _ := readBranchDir(b.join(rel))
-			for _, d := range ents {
-				name := d.name
-				if name == opqMarker {
-					continue
-				}
-				if isWhiteoutName(name) {
-					name = name[len(whPrefix):]
-				}
-				_ = n.NotifyEntry(name)
-			}
+			notifyBranchNames(n, b, rel)
 		}
 		for name, ch := range n.Children() {
 			_ = n.NotifyEntry(name)

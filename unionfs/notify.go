@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,7 +338,7 @@ func (w *branchWatcher) parse(buf []byte) (changes []change, overflow bool) {
 		if own && w.ownDirs[key] {
 			continue
 		}
-		b, rel, ok := w.locate(ev)
+		b, rel, ok := w.locate(ev, key)
 		if !ok {
 			continue
 		}
@@ -396,7 +395,7 @@ func decodeEvents(buf []byte) (evs []event, overflow bool) {
 // handle and reading back its path, so a directory moved since it was
 // marked is found where it is now; where handles cannot be opened
 // (CAP_DAC_READ_SEARCH is missing), by where it was marked.
-func (w *branchWatcher) locate(ev event) (*branch, string, bool) {
+func (w *branchWatcher) locate(ev event, key string) (*branch, string, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	mountFd := -1
@@ -410,9 +409,9 @@ func (w *branchWatcher) locate(ev event) (*branch, string, bool) {
 		fd, err := unix.OpenByHandleAt(mountFd, unix.NewFileHandle(int32(ev.typ), ev.handle), unix.O_PATH|unix.O_CLOEXEC)
 		switch {
 		case err == nil:
-			p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+			p, ok := fdPath(fd)
 			syscall.Close(fd)
-			if err != nil || strings.HasSuffix(p, " (deleted)") {
+			if !ok {
 				return nil, "", false
 			}
 			for b := range w.roots {
@@ -429,7 +428,7 @@ func (w *branchWatcher) locate(ev event) (*branch, string, bool) {
 			return nil, "", false
 		}
 	}
-	d, ok := w.dirs[handleKey([]byte(ev.fsid), ev.typ, ev.handle)]
+	d, ok := w.dirs[key]
 	return d.b, d.rel, ok
 }
 
@@ -490,12 +489,7 @@ func (u *ufs) invalidateNamesIn(dir *fs.Inode, rel string, branches []*branch) {
 		_ = dir.NotifyEntry(name)
 	}
 	for _, b := range branches {
-		ents, _ := readBranchDir(b.join(rel))
-		for _, d := range ents {
-			if d.name != opqMarker {
-				_ = dir.NotifyEntry(strings.TrimPrefix(d.name, whPrefix))
-			}
-		}
+		notifyBranchNames(dir, b, rel)
 	}
 }
 

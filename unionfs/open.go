@@ -2,7 +2,10 @@ package unionfs
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -14,6 +17,16 @@ var (
 )
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// fdPath is the path descriptor fd was opened at, as /proc tells it now;
+// false when /proc cannot tell or the file was removed since.
+func fdPath(fd int) (string, bool) {
+	p, err := os.Readlink("/proc/self/fd/" + itoa(fd))
+	if err != nil || !filepath.IsAbs(p) || strings.HasSuffix(p, " (deleted)") {
+		return "", false
+	}
+	return p, true
+}
 
 // openWrites reports whether an open with flags may change the file.
 func openWrites(flags uint32) bool {

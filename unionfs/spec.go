@@ -441,8 +441,8 @@ func specResolveDirStat(what, p string) (string, syscall.Stat_t, error) {
 	if canonical {
 		return abs, st, nil
 	}
-	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || !filepath.IsAbs(real) || strings.HasSuffix(real, " (deleted)") {
+	real, ok := fdPath(fd)
+	if !ok {
 		// No /proc (or an odd answer): walk the path instead.
 		if real, err = filepath.EvalSymlinks(abs); err != nil {
 			return "", st, specResolveErr(what, p, err)
