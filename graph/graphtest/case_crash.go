@@ -191,7 +191,9 @@ func runCrashChild(t *testing.T, root string) (done []crashOp, pending *crashOp)
 		pattern = append(pattern, "^"+regexp.QuoteMeta(part)+"$")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run="+strings.Join(pattern, "/"), "-test.count=1", "-test.timeout=5m")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+root)
+	// The child dies by SIGKILL, so its own t.TempDir cleanups never run:
+	// its temporary directories go under one of ours, removed with it.
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+root, "TMPDIR="+t.TempDir())
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
