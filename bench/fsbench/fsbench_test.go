@@ -75,6 +75,13 @@ func TestCompareSameTree(t *testing.T) {
 				t.Errorf("%s %s: %d rounds measured, want %d", res.Name, wl, len(runs), sz.Repeat)
 			}
 		}
+		// The peers run as daemons of their own; overlay and the
+		// in-process unionfs have none to measure.
+		_, inProcess := ourFS().(InProcessFS)
+		hasDaemon := res.Name == FuseOverlayFS || res.Name == UnionFSFuse || (res.Name == UnionFS && !inProcess)
+		if measured := res.RSSAtMount > 0 && res.RSSAfterWalk > 0; measured != hasDaemon {
+			t.Errorf("%s: daemon memory %d B at mount, %d B after the walk; want measured=%v", res.Name, res.RSSAtMount, res.RSSAfterWalk, hasDaemon)
+		}
 	}
 	ref := rep.Result(Overlay).Tree()
 	if len(ref) == 0 {
@@ -90,6 +97,9 @@ func TestCompareSameTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("progress:\n%s\n%s", log.String(), table.String())
+	if !strings.Contains(table.String(), "resident memory of the FUSE daemon") {
+		t.Error("the table has no daemon memory")
+	}
 	// Run removed its scratch directory and everything mounted in it.
 	if entries, err := os.ReadDir(parent); err != nil || len(entries) != 0 {
 		t.Errorf("scratch parent %s after Run: %d entries, %v", parent, len(entries), err)

@@ -52,6 +52,13 @@ type Mounted interface {
 	Unmount() error
 }
 
+// Daemon is a Mounted served by a process of its own, whose memory Run
+// reads after the warm stat walk.
+type Daemon interface {
+	// DaemonPid is the pid of the process serving the mount, 0 if unknown.
+	DaemonPid() int
+}
+
 // OverlayFS is kernel overlayfs (mount -t overlay).
 type OverlayFS struct{}
 
@@ -186,6 +193,9 @@ func (m *daemonMount) Unmount() error {
 	}
 	return err
 }
+
+// DaemonPid returns the pid of the child serving the mount.
+func (m *daemonMount) DaemonPid() int { return m.cmd.Process.Pid }
 
 // logTail returns the last lines of a daemon log, for error messages.
 func logTail(path string) string {

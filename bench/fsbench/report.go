@@ -40,6 +40,10 @@ type FSResult struct {
 	Verified bool
 	// VerifyErr says what Verify found wrong (or why it did not run).
 	VerifyErr string
+	// RSSAtMount and RSSAfterWalk are the resident memory, in bytes, of
+	// the filesystem's daemon once mounted and after the warm stat walk
+	// (the round with the most); zero without a daemon of its own.
+	RSSAtMount, RSSAfterWalk int64
 
 	tree []string // merged tree after the workloads, for comparison
 }
@@ -149,6 +153,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		return cellMissing(wl, res)
 	})
+	r.writeMemory(&b, ran)
 	var notes []string
 	for _, res := range r.Results {
 		switch {
@@ -177,6 +182,49 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
+// writeMemory writes the resident memory of each FUSE daemon at mount and
+// after the warm stat walk, and what it grew by per file of the tree.
+func (r *Report) writeMemory(w io.Writer, ran []*FSResult) {
+	var rows [][]string
+	for _, res := range ran {
+		if res.RSSAfterWalk == 0 {
+			continue
+		}
+		per := "-"
+		if r.Sizes.StatFiles > 0 {
+			per = fmt.Sprintf("%d B", (res.RSSAfterWalk-res.RSSAtMount)/int64(r.Sizes.StatFiles))
+		}
+		rows = append(rows, []string{res.Name, fmtMiB(res.RSSAtMount), fmtMiB(res.RSSAfterWalk), per})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nresident memory of the FUSE daemon (after the warm walk: names and attributes of %d files cached)\n", r.Sizes.StatFiles)
+	rows = append([][]string{{"filesystem", "at mount", "after walk", "growth per file"}}, rows...)
+	writeRows(w, rows)
+}
+
+// writeRows writes rows as a table: the first column left-aligned, the
+// others right-aligned.
+func writeRows(w io.Writer, rows [][]string) {
+	widths := make([]int, len(rows[0]))
+	for _, row := range rows {
+		for i, c := range row {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	for _, row := range rows {
+		line := fmt.Sprintf("%-*s", widths[0], row[0])
+		for i, c := range row[1:] {
+			line += fmt.Sprintf("  %*s", widths[i+1], c)
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// fmtMiB formats a byte count in MiB with one decimal.
+func fmtMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
 // writeGrid writes a workloads x filesystems table of cell values: labels
 // left-aligned, numbers right-aligned.
 func (r *Report) writeGrid(w io.Writer, ran []*FSResult, cell func(workload string, res *FSResult) string) {
@@ -191,19 +239,7 @@ func (r *Report) writeGrid(w io.Writer, ran []*FSResult, cell func(workload stri
 		}
 		rows = append(rows, row)
 	}
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], len(c))
-		}
-	}
-	for _, row := range rows {
-		line := fmt.Sprintf("%-*s", widths[0], row[0])
-		for i, c := range row[1:] {
-			line += fmt.Sprintf("  %*s", widths[i+1], c)
-		}
-		fmt.Fprintln(w, line)
-	}
+	writeRows(w, rows)
 }
 
 // cellMissing is the table cell of a workload that has no number.
@@ -249,6 +285,9 @@ type jsonFS struct {
 	Verified  bool                  `json:"verified"`
 	VerifyErr string                `json:"verify_error,omitempty"`
 	Results   map[string]jsonResult `json:"results,omitempty"`
+	// Resident memory of the daemon, when it has one (see FSResult).
+	RSSAtMount   int64 `json:"daemon_rss_at_mount_bytes,omitempty"`
+	RSSAfterWalk int64 `json:"daemon_rss_after_warm_walk_bytes,omitempty"`
 }
 
 type jsonResult struct {
@@ -261,14 +300,15 @@ type jsonResult struct {
 
 // WriteJSON prints the raw numbers as JSON: per filesystem and workload
 // the best time (ns and seconds), every round's time, the ratio to overlay
-// and any error.
+// and any error, and per FUSE daemon its resident memory.
 func (r *Report) WriteJSON(w io.Writer) error {
 	out := jsonReport{Sizes: r.Sizes, CPUs: r.CPUs, LoadAvg: r.LoadAvg}
 	for _, wl := range r.Workloads {
 		out.Workloads = append(out.Workloads, jsonWorkload{wl.Name, wl.Label(r.Sizes)})
 	}
 	for _, res := range r.Results {
-		jf := jsonFS{Name: res.Name, Skipped: res.Skipped, Error: res.Err, Verified: res.Verified, VerifyErr: res.VerifyErr}
+		jf := jsonFS{Name: res.Name, Skipped: res.Skipped, Error: res.Err, Verified: res.Verified, VerifyErr: res.VerifyErr,
+			RSSAtMount: res.RSSAtMount, RSSAfterWalk: res.RSSAfterWalk}
 		if res.Skipped == "" {
 			jf.Results = map[string]jsonResult{}
 			for _, wl := range r.Workloads {

@@ -100,9 +100,16 @@ func runFS(ctx context.Context, cfg Config, fs FS, dir string, res *FSResult) {
 	for _, w := range cfg.Workloads {
 		for r := range cfg.Sizes.rounds() {
 			var sw Stopwatch
-			err, umountErr := runWorkload(ctx, fs, b, w, cfg.Sizes, r, &sw)
+			var mem *memSample
+			if w.Name == memoryWorkload {
+				mem = &memSample{}
+			}
+			err, umountErr := runWorkload(ctx, fs, b, w, cfg.Sizes, r, &sw, mem)
 			if ctx.Err() != nil {
 				return
+			}
+			if err == nil && mem != nil && mem.after > res.RSSAfterWalk {
+				res.RSSAtMount, res.RSSAfterWalk = mem.atMount, mem.after
 			}
 			if err == nil {
 				res.Runs[w.Name] = append(res.Runs[w.Name], sw.Elapsed)
@@ -140,14 +147,19 @@ func runFS(ctx context.Context, cfg Config, fs FS, dir string, res *FSResult) {
 // RunWorkload mounts fs on b, drops the caches, runs the first round of w
 // (timed through t) and unmounts. A mount failure wraps ErrMount.
 func RunWorkload(ctx context.Context, fs FS, b Branches, w Workload, sz Sizes, t Timer) error {
-	runErr, umountErr := runWorkload(ctx, fs, b, w, sz, 0, t)
+	runErr, umountErr := runWorkload(ctx, fs, b, w, sz, 0, t, nil)
 	return errors.Join(runErr, umountErr)
 }
 
+// memSample is the resident memory of a FUSE daemon, in bytes, once
+// mounted and after a workload.
+type memSample struct{ atMount, after int64 }
+
 // runWorkload is RunWorkload with the workload's error and the unmount's
 // error apart: a workload that ran right has a valid time even when the
-// unmount after it failed.
-func runWorkload(ctx context.Context, fs FS, b Branches, w Workload, sz Sizes, r int, t Timer) (runErr, umountErr error) {
+// unmount after it failed. With mem not nil, it also reads the memory of
+// the mount's daemon, if it has one.
+func runWorkload(ctx context.Context, fs FS, b Branches, w Workload, sz Sizes, r int, t Timer, mem *memSample) (runErr, umountErr error) {
 	m, err := fs.Mount(ctx, b)
 	if err != nil {
 		return fmt.Errorf("%s: %w: %v", w.Name, ErrMount, err), nil
@@ -157,10 +169,27 @@ func runWorkload(ctx context.Context, fs FS, b Branches, w Workload, sz Sizes, r
 			umountErr = fmt.Errorf("%s: after the workload: %w", w.Name, err)
 		}
 	}()
+	pid := 0
+	if d, ok := m.(Daemon); ok && mem != nil {
+		pid = d.DaemonPid()
+	}
+	if pid > 0 {
+		if mem.atMount, err = residentBytes(pid); err != nil {
+			return fmt.Errorf("%s: %w", w.Name, err), nil
+		}
+	}
 	if err := DropCaches(); err != nil {
 		return fmt.Errorf("%s: %w", w.Name, err), nil
 	}
-	return w.Run(ctx, b.Mnt, sz, r, t), nil
+	if err := w.Run(ctx, b.Mnt, sz, r, t); err != nil {
+		return err, nil
+	}
+	if pid > 0 {
+		if mem.after, err = residentBytes(pid); err != nil {
+			return fmt.Errorf("%s: %w", w.Name, err), nil
+		}
+	}
+	return nil, nil
 }
 
 // verifyFS mounts fs once more and checks the workloads' effects.

@@ -25,6 +25,25 @@ func DropCaches() error {
 	return nil
 }
 
+// residentBytes returns the resident memory (VmRSS) of process pid.
+func residentBytes(pid int) (int64, error) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("daemon memory: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("daemon memory: %s: VmRSS %q: %w", path, v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("daemon memory: %s has no VmRSS", path)
+}
+
 // mountPoints returns the mount points of this process's mount namespace,
 // with their filesystem types.
 func mountPoints() (map[string]string, error) {

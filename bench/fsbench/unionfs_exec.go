@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/unionstack/unionstack/unionfs"
 )
 
 // UnionctlFS is unionstack's unionfs mounted by the real CLI and daemon:
@@ -60,15 +62,28 @@ func (u *UnionctlFS) Mount(ctx context.Context, b Branches) (Mounted, error) {
 	if t, err := mountType(b.Mnt); err != nil || !strings.HasPrefix(t, "fuse") {
 		return nil, fmt.Errorf("mount %s at %s: unionctl mount succeeded but no FUSE mount is there (%q, %v)", u.Name(), b.Mnt, t, err)
 	}
-	return unmountFunc(func() error {
-		err := u.run(context.Background(), b.Log, "umount", b.Mnt)
-		if t, _ := mountType(b.Mnt); t != "" {
-			if uerr := unmount(b.Mnt); err == nil {
-				err = fmt.Errorf("umount %s: unionctl umount left the mount: %v", b.Mnt, uerr)
-			}
+	return &unionctlMount{u: u, b: b, pid: unionfs.DaemonPid(b.Mnt)}, nil
+}
+
+// unionctlMount is a mount served by the daemon `unionctl mount` left.
+type unionctlMount struct {
+	u   *UnionctlFS
+	b   Branches
+	pid int // recorded by the daemon in its state directory
+}
+
+// DaemonPid returns the pid of the daemon serving the mount.
+func (m *unionctlMount) DaemonPid() int { return m.pid }
+
+// Unmount runs `unionctl umount`, and unmounts whatever it left.
+func (m *unionctlMount) Unmount() error {
+	err := m.u.run(context.Background(), m.b.Log, "umount", m.b.Mnt)
+	if t, _ := mountType(m.b.Mnt); t != "" {
+		if uerr := unmount(m.b.Mnt); err == nil {
+			err = fmt.Errorf("umount %s: unionctl umount left the mount: %v", m.b.Mnt, uerr)
 		}
-		return err
-	}), nil
+	}
+	return err
 }
 
 // run runs unionctl with args in its own process group, its output going

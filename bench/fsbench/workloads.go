@@ -57,6 +57,11 @@ var Workloads = []Workload{
 	{"copyup", func(sz Sizes) string { return "copy-up " + humanBytes(sz.CopyUpBytes) }, copyUp},
 }
 
+// memoryWorkload is the workload after which Run reads the resident
+// memory of a FUSE daemon: the warm stat walk, after which the daemon
+// holds what it keeps for every name of the tree the kernel caches.
+const memoryWorkload = "stat-warm"
+
 // WorkloadByName returns the workload called name.
 func WorkloadByName(name string) (Workload, bool) {
 	for _, w := range Workloads {

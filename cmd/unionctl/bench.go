@@ -57,7 +57,9 @@ copy-up rule).
 Each workload gets a fresh mount with the page cache dropped. Results are
 ratios to kernel overlayfs (overlay time / fs time: higher is better) and
 absolute times; with --repeat N each workload runs N times and the best
-time counts. Needs root; takes a few minutes at --scale 1.`,
+time counts. The resident memory of each FUSE daemon, once mounted and
+after the warm stat walk, follows. Needs root; takes a few minutes at
+--scale 1.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("bench fs takes no arguments, got %q", strings.Join(args, " "))

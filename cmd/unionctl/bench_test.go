@@ -101,6 +101,7 @@ func TestBenchFSSmoke(t *testing.T) {
 			Error     string `json:"error"`
 			Verified  bool   `json:"verified"`
 			VerifyErr string `json:"verify_error"`
+			RSS       int64  `json:"daemon_rss_after_warm_walk_bytes"`
 			Results   map[string]struct {
 				Seconds float64  `json:"seconds"`
 				Ratio   *float64 `json:"ratio_to_overlay"`
@@ -116,6 +117,10 @@ func TestBenchFSSmoke(t *testing.T) {
 		names = append(names, fs.Name)
 		if fs.Skipped != "" || fs.Error != "" || !fs.Verified {
 			t.Errorf("%s: skipped %q, error %q, verified %v (%s)", fs.Name, fs.Skipped, fs.Error, fs.Verified, fs.VerifyErr)
+		}
+		// Every filesystem but kernel overlayfs is served by a daemon.
+		if (fs.RSS > 0) != (fs.Name != "overlay") {
+			t.Errorf("%s: daemon memory after the walk %d B", fs.Name, fs.RSS)
 		}
 		if len(fs.Results) != 7 {
 			t.Errorf("%s: %d workload results, want 7", fs.Name, len(fs.Results))
