@@ -13,6 +13,7 @@ func TestReaderProcsFollowServedMounts(t *testing.T) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		t.Skip("GOMAXPROCS is set in the environment, which reserveReaderProcs leaves alone")
 	}
+	waitNoServedMounts(t)
 	before := runtime.GOMAXPROCS(0)
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "x"}, Options{})
 	if _, err := os.ReadFile(tu.m("f")); err != nil {
@@ -32,6 +33,26 @@ func TestReaderProcsFollowServedMounts(t *testing.T) {
 	}
 }
 
+// waitNoServedMounts waits until the mounts of earlier tests have given
+// their Ps back: a server releases them once its loop has ended, which
+// may be after the unmount that ended it returned.
+func waitNoServedMounts(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		readerProcs.mu.Lock()
+		n := readerProcs.servers
+		readerProcs.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mounts of earlier tests are still served", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestReaderProcsBounded checks that however many connections are
 // served, GOMAXPROCS stays within maxReaderProcs, and that releasing
 // twice gives back once.
@@ -39,6 +60,7 @@ func TestReaderProcsBounded(t *testing.T) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		t.Skip("GOMAXPROCS is set in the environment, which reserveReaderProcs leaves alone")
 	}
+	waitNoServedMounts(t)
 	before := runtime.GOMAXPROCS(0)
 	var releases []func()
 	for range 100 {
