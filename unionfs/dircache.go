@@ -61,7 +61,7 @@ func (n *node) dirCacheOpen(ents []fuse.DirEntry) (ds *dirSnapshot, keep bool) {
 	defer n.mu.Unlock()
 	ds = n.snapshotLocked(ents)
 	sum := listingSum(ds.entries)
-	c := &n.dirCache
+	c := &n.dirLocked().cache
 	keep = !c.opened || c.sumOK && c.sum == sum && c.open == 0
 	c.opened = true
 	c.sum, c.sumOK = sum, c.open == 0
@@ -75,7 +75,7 @@ func (n *node) dirCacheOpen(ents []fuse.DirEntry) (ds *dirSnapshot, keep bool) {
 func (n *node) dirCacheRewind(ents []fuse.DirEntry) *dirSnapshot {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.dirCache.sumOK = false
+	n.dirLocked().cache.sumOK = false
 	return n.snapshotLocked(ents)
 }
 
@@ -85,7 +85,7 @@ func (n *node) dirCacheRewind(ents []fuse.DirEntry) *dirSnapshot {
 // for the node's life.
 func (n *node) dirCacheClose() {
 	n.mu.Lock()
-	c := &n.dirCache
+	c := &n.dirLocked().cache
 	c.open--
 	if c.open == 0 && !n.u.zeroOpendir() {
 		c.live = nil
@@ -96,7 +96,7 @@ func (n *node) dirCacheClose() {
 // snapshotLocked gives the names of ents their offsets and returns them
 // in offset order after "." and "..". n.mu is held.
 func (n *node) snapshotLocked(ents []fuse.DirEntry) *dirSnapshot {
-	c := &n.dirCache
+	c := &n.dirLocked().cache
 	list := make([]fuse.DirEntry, 0, len(ents)+2)
 	list = append(list, n.dotEntries()...)
 	if c.live == nil {

@@ -56,7 +56,8 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		if fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0); err == nil {
 			d.fd, d.fdBr = fd, e.top
 			n.mu.Lock()
-			n.dirFds = append(n.dirFds, fd)
+			dir := n.dirLocked()
+			dir.fds = append(dir.fds, fd)
 			n.mu.Unlock()
 		}
 	}
@@ -116,9 +117,10 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 		return
 	}
 	n.mu.Lock()
-	for i, fd := range n.dirFds {
+	dir := n.dirLocked()
+	for i, fd := range dir.fds {
 		if fd == d.fd {
-			n.dirFds = append(n.dirFds[:i], n.dirFds[i+1:]...)
+			dir.fds = append(dir.fds[:i], dir.fds[i+1:]...)
 			break
 		}
 	}
@@ -133,13 +135,16 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 func (n *node) statOpenDir(st *syscall.Stat_t) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, fd := range n.dirFds {
+	if n.dir == nil {
+		return false
+	}
+	for _, fd := range n.dir.fds {
 		if syscall.Fstat(fd, st) == nil {
 			return true
 		}
 	}
-	if n.removedDir != nil {
-		*st = *n.removedDir
+	if n.dir.removed != nil {
+		*st = *n.dir.removed
 		return true
 	}
 	return false
@@ -158,7 +163,7 @@ func (n *node) dirRemoved(name string, st syscall.Stat_t) {
 	}
 	st.Nlink = 0
 	ch.mu.Lock()
-	ch.removedDir = &st
+	ch.dirLocked().removed = &st
 	ch.mu.Unlock()
 }
 

@@ -24,22 +24,37 @@ type node struct {
 	gen        uint64     // ufs.gen when e was computed
 	e          *entry     // where the node lives, nil when unknown
 	copyGen    uint64     // bumped when the node's backing file changes
-	cachedOpen int        // open handles in the kernel's cached io mode
-	ptOpen     int        // open handles in passthrough mode
+	cachedOpen int32      // open handles in the kernel's cached io mode
+	ptOpen     int32      // open handles in passthrough mode
 	// lowerBacking is the read-only branch whose file is the kernel's
 	// passthrough backing file of this inode (passthrough=all), nil when
 	// the backing is in the rw branch or there is none.
 	lowerBacking *branch
 	// kgen is the generation this node was given to the kernel with; a
 	// node retired by retire gives its name to a node of a higher one.
-	kgen   uint32
-	tmpFd  int   // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
-	dirFds []int // descriptors held by open directory handles
-	// removedDir holds the attributes (nlink 0) of a directory removed
+	kgen  uint32
+	tmpFd int32     // 1 + descriptor of an unnamed (O_TMPFILE) file, else 0
+	dir   *dirState // directories only, made on first use (dirLocked)
+}
+
+// dirState is what only the node of a directory holds. It hangs off the
+// node, made when first needed: a union's nodes are mostly files, and
+// the kernel keeps a node for every name it caches.
+type dirState struct {
+	fds []int // descriptors held by open directory handles
+	// removed holds the attributes (nlink 0) of a directory removed
 	// through the union, for an fstat of a descriptor the kernel opened
 	// without a handle (zero-message opendir, see rawUnion).
-	removedDir *syscall.Stat_t
-	dirCache   dirCacheState
+	removed *syscall.Stat_t
+	cache   dirCacheState
+}
+
+// dirLocked returns the directory state of n, making it. n.mu is held.
+func (n *node) dirLocked() *dirState {
+	if n.dir == nil {
+		n.dir = &dirState{}
+	}
+	return n.dir
 }
 
 var (

@@ -54,7 +54,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	ch := u.newNode(ctx, n.EmbeddedInode(), ino, e)
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()
-	cn.tmpFd = keep + 1
+	cn.tmpFd = int32(keep) + 1
 	cn.mu.Unlock()
 	fh, fuseFlags, errno := cn.newHandle(fd, "/proc/self/fd/"+itoa(keep), 0, nil, flags)
 	if errno != 0 {
@@ -67,7 +67,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 // false when n is not an unnamed file.
 func (n *node) linkTmpfile(p string) (bool, syscall.Errno) {
 	n.mu.Lock()
-	fd := n.tmpFd - 1
+	fd := int(n.tmpFd) - 1
 	n.mu.Unlock()
 	if fd < 0 {
 		return false, 0
@@ -78,7 +78,7 @@ func (n *node) linkTmpfile(p string) (bool, syscall.Errno) {
 // closeTmpfile drops the descriptor kept for linking an unnamed file.
 func (n *node) closeTmpfile() {
 	n.mu.Lock()
-	fd := n.tmpFd - 1
+	fd := int(n.tmpFd) - 1
 	n.tmpFd = 0
 	n.mu.Unlock()
 	if fd >= 0 {
