@@ -182,7 +182,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 // copyTree copies the merged directory e (at rel) into a new directory
-// dst, recursively, keeping inode numbers for the copies. links maps the
+// dst, recursively, keeping inode numbers for the copies; files the rw
+// branch already holds are hard-linked, not copied. links maps the
 // (dev, ino) of every multiply linked file copied so far to its copy, so
 // the other names of the file become hard links of that copy and the
 // link group survives (nlink and the union's inode number stay one).
@@ -207,7 +208,7 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 			if errno := u.copyTree(ce, crel, cdst, links); errno != 0 {
 				return errno
 			}
-		} else if errno := copyLinked(ce, crel, cdst, links); errno != 0 {
+		} else if errno := u.copyLinked(ce, crel, cdst, links); errno != 0 {
 			return errno
 		}
 		var st syscall.Stat_t
@@ -220,7 +221,13 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 
 // copyLinked copies the non-directory ce (at crel) to cdst, or, when a
 // name of the same file was copied already, hard-links cdst to that copy.
-func copyLinked(ce *entry, crel, cdst string, links map[devIno]string) syscall.Errno {
+// A file the rw branch holds (cdst is in it too) is not copied but
+// hard-linked: it keeps its inode, so its names outside the moved
+// directory stay links of it. The rename removes the old name after.
+func (u *ufs) copyLinked(ce *entry, crel, cdst string, links map[devIno]string) syscall.Errno {
+	if ce.top == u.rw {
+		return errnoOf(syscall.Link(ce.top.join(crel), cdst))
+	}
 	k := keyOf(&ce.st)
 	if ce.st.Nlink > 1 {
 		if first, ok := links[k]; ok {

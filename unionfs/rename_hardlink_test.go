@@ -3,6 +3,7 @@ package unionfs
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -69,3 +70,43 @@ func TestRenameLowerDirKeepsHardLinks(t *testing.T) {
 		t.Errorf("h1 after writing h3 = %q", got)
 	}
 }
+
+// TestRenameMergedDirKeepsOutsideLinks renames a directory with parts in
+// both branches, holding an rw file that has a second name outside it:
+// the file must move, not be copied, so both names stay one inode with
+// nlink 2, also when mounted anew. (Found by TestModelRandomOps: the
+// copy-up gave the moved name a copy of its own.)
+func TestRenameMergedDirKeepsOutsideLinks(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/lower": "l", "1:f": "data"}, Options{})
+	if err := os.Link(tu.m("f"), tu.m("d/link")); err != nil { // f copied up, d now merged
+		t.Fatal(err)
+	}
+	if err := os.Rename(tu.m("d"), tu.m("moved")); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		a, err1 := os.Lstat(tu.m("f"))
+		b, err2 := os.Lstat(tu.m("moved/link"))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", when, err1, err2)
+		}
+		if !os.SameFile(a, b) || nlinkOf(a) != 2 || nlinkOf(b) != 2 {
+			t.Errorf("%s: f and moved/link: same file %v, nlink %d and %d; want one file, nlink 2", when, os.SameFile(a, b), nlinkOf(a), nlinkOf(b))
+		}
+		if got := readFile(t, tu.m("moved/lower")); got != "l" {
+			t.Errorf("%s: moved/lower = %q", when, got)
+		}
+	}
+	check("after the rename")
+	tu.unmount(t)
+	srv, err := Mount([]Branch{{Path: tu.branches[0], Mode: RW}, {Path: tu.branches[1], Mode: RO}}, tu.mnt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu.srv = srv
+	check("mounted anew")
+}
+
+// nlinkOf is the link count of fi.
+func nlinkOf(fi os.FileInfo) uint64 { return uint64(fi.Sys().(*syscall.Stat_t).Nlink) }
