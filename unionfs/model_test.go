@@ -1,0 +1,416 @@
+package unionfs
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The model test runs random sequences of namespace and content changes
+// through a union and, side by side, on a plain directory that starts as
+// a copy of the union's merged tree. A union is right when it cannot be
+// told from that directory: every operation returns the same error (or
+// none), and the trees (names, types, permissions, link counts, contents,
+// symlink targets) stay the same, also after the union is mounted anew
+// from its branches, whose whiteouts and opaque markers then carry every
+// removal. The read-only branches must end as they began.
+
+// modelFiles is the starting stack: rw (empty) over two read-only
+// branches that share directories, with a whiteout and an opaque
+// directory in the middle one.
+var modelFiles = map[string]string{
+	"1:a/x":            "a/x of the middle branch",
+	"1:a/b/y":          "a/b/y",
+	"1:a/.wh.gone":     "",
+	"1:o/.wh..wh..opq": "",
+	"1:o/kept":         "kept in the opaque dir",
+	"1:c/":             "",
+	"2:a/x":            "a/x of the bottom branch, hidden",
+	"2:a/gone":         "whited out",
+	"2:a/z":            "a/z of the bottom branch",
+	"2:a/b/deep/w":     "a/b/deep/w",
+	"2:o/hidden":       "below the opaque dir",
+	"2:top":            "a file at the root",
+	"2:d/e/f":          "a deeper tree only in the bottom branch",
+}
+
+// modelNames are the names random paths are made of: few, so operations
+// meet existing names often.
+var modelNames = []string{"x", "y", "z", "b", "e", "f", "n1", "n2", "gone", "kept"}
+
+// modelOp is one change, applied the same way to both trees.
+type modelOp struct {
+	kind string
+	a, b string // paths relative to the root (b: rename or link target, symlink text)
+	data string
+	mode uint32
+	size int64
+}
+
+func (o modelOp) String() string {
+	switch o.kind {
+	case "rename", "link", "symlink":
+		return fmt.Sprintf("%s %s %s", o.kind, o.a, o.b)
+	case "rename-noreplace":
+		return fmt.Sprintf("rename (noreplace) %s %s", o.a, o.b)
+	case "chmod":
+		return fmt.Sprintf("chmod %o %s", o.mode, o.a)
+	case "setxattr":
+		return fmt.Sprintf("setxattr %s %s=%q", o.a, o.b, o.data)
+	case "removexattr":
+		return fmt.Sprintf("removexattr %s %s", o.a, o.b)
+	case "truncate":
+		return fmt.Sprintf("truncate %s %d", o.a, o.size)
+	case "create", "append", "overwrite":
+		return fmt.Sprintf("%s %s (%d bytes)", o.kind, o.a, len(o.data))
+	}
+	return o.kind + " " + o.a
+}
+
+// apply makes the change under root and returns its errno (0: done).
+func (o modelOp) apply(root string) unix.Errno {
+	a, b := filepath.Join(root, o.a), filepath.Join(root, o.b)
+	var err error
+	switch o.kind {
+	case "create", "append", "overwrite":
+		flags := map[string]int{
+			"create":    unix.O_CREAT | unix.O_EXCL | unix.O_WRONLY,
+			"append":    unix.O_WRONLY | unix.O_APPEND,
+			"overwrite": unix.O_WRONLY,
+		}[o.kind]
+		var fd int
+		// O_NONBLOCK: a fifo without a reader fails (ENXIO) instead of
+		// waiting for one; regular files ignore it.
+		fd, err = unix.Open(a, flags|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o644)
+		if err == nil {
+			_, err = unix.Write(fd, []byte(o.data))
+			unix.Close(fd)
+		}
+	case "truncate":
+		err = unix.Truncate(a, o.size)
+	case "unlink":
+		err = unix.Unlink(a)
+	case "mkdir":
+		err = unix.Mkdir(a, 0o755)
+	case "rmdir":
+		err = unix.Rmdir(a)
+	case "rename":
+		err = unix.Rename(a, b)
+	case "rename-noreplace":
+		err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_NOREPLACE)
+	case "mkfifo":
+		err = unix.Mkfifo(a, 0o640)
+	case "setxattr":
+		err = unix.Lsetxattr(a, o.b, []byte(o.data), 0)
+	case "removexattr":
+		err = unix.Lremovexattr(a, o.b)
+	case "link":
+		err = unix.Link(a, b)
+	case "symlink":
+		err = unix.Symlink(o.b, a)
+	case "chmod":
+		err = unix.Chmod(a, o.mode)
+	default:
+		panic("unknown model op " + o.kind)
+	}
+	if err == nil {
+		return 0
+	}
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		panic(fmt.Sprintf("%v: %v is no errno", o, err))
+	}
+	return errno
+}
+
+// modelGen makes random operations on paths the reference tree has, or
+// could have.
+type modelGen struct {
+	r   *rand.Rand
+	ref string
+}
+
+// paths lists the reference tree: every path, and its directories.
+func (g *modelGen) paths() (all, dirs []string) {
+	dirs = []string{""}
+	_ = filepath.WalkDir(g.ref, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == g.ref {
+			return nil
+		}
+		rel, _ := filepath.Rel(g.ref, p)
+		all = append(all, rel)
+		if d.IsDir() {
+			dirs = append(dirs, rel)
+		}
+		return nil
+	})
+	return all, dirs
+}
+
+// path picks an existing path two times in three, else a new name in an
+// existing directory (or, rarely, under a file or a missing directory).
+func (g *modelGen) path(all, dirs []string) string {
+	if len(all) > 0 && g.r.IntN(3) > 0 {
+		return all[g.r.IntN(len(all))]
+	}
+	dir := dirs[g.r.IntN(len(dirs))]
+	if g.r.IntN(20) == 0 && len(all) > 0 {
+		dir = all[g.r.IntN(len(all))] // maybe a file: ENOTDIR
+	}
+	return filepath.Join(dir, modelNames[g.r.IntN(len(modelNames))])
+}
+
+func (g *modelGen) next() modelOp {
+	all, dirs := g.paths()
+	kinds := []string{"create", "create", "append", "overwrite", "truncate", "unlink", "unlink",
+		"mkdir", "rmdir", "rmdir", "rename", "rename", "rename", "rename-noreplace", "link", "symlink",
+		"mkfifo", "chmod", "setxattr", "removexattr"}
+	o := modelOp{kind: kinds[g.r.IntN(len(kinds))], a: g.path(all, dirs)}
+	switch o.kind {
+	case "create", "append", "overwrite":
+		o.data = strings.Repeat(strconv.Itoa(g.r.IntN(10)), 1+g.r.IntN(300))
+	case "truncate":
+		o.size = int64(g.r.IntN(100))
+	case "rename", "rename-noreplace", "link":
+		o.b = g.path(all, dirs)
+		if o.kind != "link" && g.r.IntN(4) == 0 && len(dirs) > 1 {
+			// A directory moved, maybe into itself (EINVAL) or over
+			// another one.
+			o.a = dirs[1+g.r.IntN(len(dirs)-1)]
+		}
+	case "symlink":
+		o.b = modelNames[g.r.IntN(len(modelNames))]
+	case "chmod":
+		o.mode = []uint32{0o600, 0o644, 0o755, 0o700, 0o444}[g.r.IntN(5)]
+	case "setxattr", "removexattr":
+		o.b = []string{"user.k1", "user.k2"}[g.r.IntN(2)]
+		o.data = strconv.Itoa(g.r.IntN(1000))
+	}
+	return o
+}
+
+// modelTree describes every entry below root: type, permissions, link
+// count of non-directories, and content or target.
+func modelTree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		perm := st.Mode & 0o7777
+		xattrs := modelXattrs(p)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			out[rel] = fmt.Sprintf("dir %o%s", perm, xattrs)
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = fmt.Sprintf("symlink -> %s", target)
+		case unix.S_IFREG:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = fmt.Sprintf("file %o nlink %d size %d sha %x%s", perm, st.Nlink, st.Size, sha256.Sum256(data), xattrs)
+		default:
+			out[rel] = fmt.Sprintf("type %o %o nlink %d", st.Mode&unix.S_IFMT, perm, st.Nlink)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
+	}
+	return out
+}
+
+// modelXattrs describes the user.* extended attributes of p.
+func modelXattrs(p string) string {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		return " xattrs: " + err.Error()
+	}
+	var parts []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		v := make([]byte, 256)
+		m, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			parts = append(parts, name+": "+err.Error())
+			continue
+		}
+		parts = append(parts, name+"="+string(v[:m]))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	sort.Strings(parts)
+	return " " + strings.Join(parts, " ")
+}
+
+// treeDiff lists the paths whose description differs.
+func treeDiff(want, got map[string]string) []string {
+	var diffs []string
+	for p, w := range want {
+		if g, ok := got[p]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s: missing (want %s)", p, w))
+		} else if g != w {
+			diffs = append(diffs, fmt.Sprintf("%s: %s, want %s", p, g, w))
+		}
+	}
+	for p, g := range got {
+		if _, ok := want[p]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s: unexpected %s", p, g))
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
+}
+
+// modelOptionSets are the mount options the model runs under: the
+// defaults (udba=reval), long caches, watched branches with lower files
+// passed through, and no passthrough.
+var modelOptionSets = []string{"", "udba=none", "udba=notify,passthrough=all", "passthrough=off"}
+
+// TestModelRandomOps: see the comment at the top of this file. Each set
+// of options and seed is a subtest; UNIONFS_MODEL_SEEDS=N runs N seeds
+// instead of 4, and UNIONFS_MODEL_SEED=S only seed S.
+func TestModelRandomOps(t *testing.T) {
+	needFUSE(t)
+	seeds := []uint64{1, 2, 3, 4}
+	if n, err := strconv.Atoi(os.Getenv("UNIONFS_MODEL_SEEDS")); err == nil && n > 0 {
+		seeds = nil
+		for i := range n {
+			seeds = append(seeds, uint64(i+1))
+		}
+	}
+	if s, err := strconv.ParseUint(os.Getenv("UNIONFS_MODEL_SEED"), 10, 64); err == nil {
+		seeds = []uint64{s}
+	}
+	for _, set := range modelOptionSets {
+		opts := modelOptions(t, set)
+		name := set
+		if name == "" {
+			name = "defaults"
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, seed := range seeds {
+				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { runModel(t, seed, 300, opts) })
+			}
+		})
+	}
+}
+
+// modelOptions returns the Options `unionctl mount -o set` mounts with.
+func modelOptions(t *testing.T, set string) Options {
+	t.Helper()
+	dirs := t.TempDir()
+	for _, d := range []string{"rw", "ro"} {
+		if err := os.Mkdir(filepath.Join(dirs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec, err := ParseOptions("dirs=" + filepath.Join(dirs, "rw") + ":" + filepath.Join(dirs, "ro") + "," + set)
+	if err != nil {
+		t.Fatalf("options %q: %v", set, err)
+	}
+	return spec.Options
+}
+
+// runModel runs steps random operations with the given seed on a union
+// mounted with opts.
+func runModel(t *testing.T, seed uint64, steps int, opts Options) {
+	modes := []Mode{RW, RO, RO}
+	tu := mountUnion(t, modes, modelFiles, opts)
+	ref := filepath.Join(t.TempDir(), "ref")
+	if out, err := exec.Command("cp", "-a", tu.mnt+"/.", ref).CombinedOutput(); err != nil {
+		t.Fatalf("copy the merged tree: %v %s", err, out)
+	}
+	lowers := map[int]map[string]string{1: modelTree(t, tu.branches[1]), 2: modelTree(t, tu.branches[2])}
+	var done []string // the steps so far, for messages
+	check := func(when string) {
+		t.Helper()
+		if d := treeDiff(modelTree(t, ref), modelTree(t, tu.mnt)); len(d) > 0 {
+			t.Fatalf("seed %d, %s: the union differs from the plain tree:\n%s\nsteps:\n%s", seed, when, strings.Join(d[:min(len(d), 20)], "\n"), strings.Join(done, "\n"))
+		}
+	}
+	check("at the start")
+	g := &modelGen{r: rand.New(rand.NewPCG(seed, 0x756e696f6e)), ref: ref}
+	for i := range steps {
+		o := g.next()
+		want, got := o.apply(ref), o.apply(tu.mnt)
+		done = append(done, fmt.Sprintf("%d: %v -> %v", i, o, want))
+		if want != got {
+			t.Fatalf("seed %d, step %d: %v: union says %v, plain tree %v; steps:\n%s", seed, i, o, errnoName(got), errnoName(want), strings.Join(done, "\n"))
+		}
+		if i%20 == 19 {
+			check(fmt.Sprintf("after step %d (%v)", i, o))
+		}
+	}
+	check("at the end")
+
+	// Mounted anew, the union shows the same tree from its branches.
+	tu.unmount(t)
+	var brs []Branch
+	for i, m := range modes {
+		brs = append(brs, Branch{Path: tu.branches[i], Mode: m})
+	}
+	srv, err := Mount(brs, tu.mnt, opts)
+	if err != nil {
+		t.Fatalf("mount again: %v", err)
+	}
+	tu.srv = srv
+	check("mounted again")
+	for i, want := range lowers {
+		if d := treeDiff(want, modelTree(t, tu.branches[i])); len(d) > 0 {
+			t.Errorf("seed %d: read-only branch %d changed:\n%s", seed, i, strings.Join(d, "\n"))
+		}
+	}
+	if names := whiteoutNames(t, tu.mnt); len(names) > 0 {
+		t.Errorf("seed %d: the union lists %v", seed, names)
+	}
+}
+
+// whiteoutNames lists the .wh. names a walk of root sees.
+func whiteoutNames(t *testing.T, root string) []string {
+	var names []string
+	for p := range modelTree(t, root) {
+		if strings.HasPrefix(filepath.Base(p), whPrefix) {
+			names = append(names, p)
+		}
+	}
+	return slices.Sorted(slices.Values(names))
+}
+
+// errnoName names an errno for messages ("OK" for none).
+func errnoName(e unix.Errno) string {
+	if e == 0 {
+		return "OK"
+	}
+	return unix.ErrnoName(e)
+}
