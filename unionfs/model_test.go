@@ -345,8 +345,7 @@ func modelOptions(t *testing.T, set string) Options {
 // runModel runs steps random operations with the given seed on a union
 // mounted with opts.
 func runModel(t *testing.T, seed uint64, steps int, opts Options) {
-	modes := []Mode{RW, RO, RO}
-	tu := mountUnion(t, modes, modelFiles, opts)
+	tu := mountUnion(t, []Mode{RW, RO, RO}, modelFiles, opts)
 	ref := filepath.Join(t.TempDir(), "ref")
 	if out, err := exec.Command("cp", "-a", tu.mnt+"/.", ref).CombinedOutput(); err != nil {
 		t.Fatalf("copy the merged tree: %v %s", err, out)
@@ -376,15 +375,7 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options) {
 
 	// Mounted anew, the union shows the same tree from its branches.
 	tu.unmount(t)
-	var brs []Branch
-	for i, m := range modes {
-		brs = append(brs, Branch{Path: tu.branches[i], Mode: m})
-	}
-	srv, err := Mount(brs, tu.mnt, opts)
-	if err != nil {
-		t.Fatalf("mount again: %v", err)
-	}
-	tu.srv = srv
+	tu.remount(t)
 	check("mounted again")
 	for i, want := range lowers {
 		if d := treeDiff(want, modelTree(t, tu.branches[i])); len(d) > 0 {

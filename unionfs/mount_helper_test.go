@@ -16,6 +16,8 @@ type testUnion struct {
 	srv      *Server
 	mnt      string
 	branches []string // branch dirs, top first
+	stack    []Branch // what it was mounted with, for remount
+	opts     Options
 }
 
 // needFUSE skips unless the test can mount FUSE as root.
@@ -61,13 +63,21 @@ func mountUnion(t testing.TB, modes []Mode, files map[string]string, opts Option
 			t.Fatal(err)
 		}
 	}
-	srv, err := Mount(brs, tu.mnt, opts)
+	tu.stack, tu.opts = brs, opts
+	tu.remount(t)
+	t.Cleanup(func() { tu.unmount(t) })
+	return tu
+}
+
+// remount mounts the union's branches (again, after unmount) with the
+// options it was first mounted with.
+func (tu *testUnion) remount(t testing.TB) {
+	t.Helper()
+	srv, err := Mount(tu.stack, tu.mnt, tu.opts)
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
 	tu.srv = srv
-	t.Cleanup(func() { tu.unmount(t) })
-	return tu
 }
 
 func (tu *testUnion) unmount(t testing.TB) {
