@@ -46,10 +46,11 @@ type Options struct {
 	// PassthroughLower says otherwise.
 	Passthrough bool
 	// PassthroughLower also passes through files of read-only branches
-	// opened read-only (passthrough=all). The price is kernel overlayfs's
-	// semantics: a descriptor opened before a copy-up keeps reading the
-	// lower file. Without it such descriptors see the data written after
-	// the copy-up. The lower backing file is opened read-only, so no
+	// opened read-only (passthrough=all). The price: a descriptor opened
+	// before a copy-up keeps reading the lower file, weaker than kernel
+	// overlayfs, whose read(2) follows the copy-up since 4.19 (only a
+	// shared mmap made before it keeps the lower data there). Without it
+	// such descriptors see the data written after the copy-up. The lower backing file is opened read-only, so no
 	// write can reach a read-only branch through it. A union without an
 	// rw branch, which never copies up, passes lower files through
 	// whenever Passthrough is set.

@@ -154,7 +154,8 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw
 //	                    branch (default on); all: also for lower files opened
-//	                    read-only, with kernel overlayfs's copy-up semantics
+//	                    read-only; a descriptor opened before a copy-up
+//	                    then keeps reading the lower file
 //	fsname=NAME         the source shown in /proc/mounts
 //	allow_other         let other users in (default on as root)
 //	debug               log every FUSE request

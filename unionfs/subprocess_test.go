@@ -23,6 +23,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperLock(os.Getenv("UNIONFS_TEST_LOCK"), os.Getenv("UNIONFS_TEST_PATH")))
 	case "mmap":
 		os.Exit(helperMmapWrite(os.Getenv("UNIONFS_TEST_PATH")))
+	case "mmapwatch":
+		os.Exit(helperMmapWatch(os.Getenv("UNIONFS_TEST_PATH")))
 	}
 	os.Exit(m.Run())
 }
@@ -87,6 +89,30 @@ func helperMmapWrite(path string) int {
 	if err := unix.Munmap(mem); err != nil {
 		fmt.Println(err)
 		return 1
+	}
+	return 0
+}
+
+// helperMmapWatch maps path shared and read-only, prints "ready" and
+// the mapping's first four bytes, then for each line read from stdin
+// prints the five bytes at offset 4096 of the mapping.
+func helperMmapWatch(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer unix.Munmap(mem)
+	fmt.Printf("ready %s\n", mem[:4])
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		fmt.Printf("%s\n", mem[4096:4101])
 	}
 	return 0
 }

@@ -27,8 +27,8 @@ const (
 	// UnionFSFast is unionfs in its fastest mode that still shows
 	// outside changes to the read-only branches: udba=notify (cached for
 	// a day, branches watched) and passthrough=all (lower files read by
-	// the kernel; a descriptor opened before a copy-up keeps the lower
-	// file, as under kernel overlayfs).
+	// the kernel; a descriptor opened before a copy-up keeps reading the
+	// lower file, where kernel overlayfs's read(2) follows the copy-up).
 	UnionFSFast = "unionfs-fast"
 )
 

@@ -52,8 +52,8 @@ times: with its defaults (udba=reval: outside changes to a branch show within
 1 s; passthrough=on: descriptors opened before a copy-up see the data written
 after it), as unionfs-udba-none, caching as long as fuse-overlayfs does, and
 as unionfs-fast (udba=notify,passthrough=all: cached for a day with the
-branches watched, lower files read by the kernel, kernel overlayfs's
-copy-up rule).
+branches watched, lower files read by the kernel; a descriptor opened
+before a copy-up keeps reading the lower file).
 Each workload gets a fresh mount with the page cache dropped. Results are
 ratios to kernel overlayfs (overlay time / fs time: higher is better) and
 absolute times; with --repeat N each workload runs N times and the best

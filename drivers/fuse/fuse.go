@@ -42,10 +42,11 @@ func init() {
 
 // OptPassthrough is the driver option choosing the unionfs passthrough
 // mode of writable mounts: "on" (the default) or "all" (lower files
-// opened read-only too, with kernel overlayfs's copy-up rule: a
-// descriptor opened before a copy-up keeps reading the lower file, as
-// under Docker's overlay2, and reopening such a descriptor through
-// /proc/self/fd after the copy-up fails with ESTALE while it is open).
+// opened read-only too, at a price: a descriptor opened before a
+// copy-up keeps reading the lower file, weaker than kernel overlayfs,
+// whose read(2) follows the copy-up, and reopening such a descriptor
+// through /proc/self/fd after the copy-up fails with ESTALE while it is
+// open).
 // Views, which never copy up, always pass every file through.
 const OptPassthrough = "passthrough"
 
