@@ -58,8 +58,10 @@ Each workload gets a fresh mount with the page cache dropped. Results are
 ratios to kernel overlayfs (overlay time / fs time: higher is better) and
 absolute times; with --repeat N each workload runs N times and the best
 time counts. The resident memory of each FUSE daemon, once mounted and
-after the warm stat walk, follows. Needs root; takes a few minutes at
---scale 1.`,
+after the warm stat walk, follows. Needs root; takes a few minutes and,
+for each filesystem, about 1.3 GiB + 0.5 GiB per round of scratch space
+at --scale 1 (kept until the end, so removing one filesystem's files
+cannot slow the next one's creates).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("bench fs takes no arguments, got %q", strings.Join(args, " "))
