@@ -35,7 +35,7 @@ func (n *node) prepareCreate(name string, exclusive bool) (*entry, string, sysca
 	if !pe.isDir() {
 		return nil, "", syscall.ENOTDIR
 	}
-	if onlyRW := len(pe.layers) == 1 && pe.layers[0] == u.rw; !exclusive || !onlyRW {
+	if !exclusive || !pe.onlyIn(u.rw) {
 		if _, errno := lookupIn(pe.layers, prel, name); errno == 0 {
 			return nil, "", syscall.EEXIST
 		}
@@ -48,18 +48,26 @@ func (n *node) prepareCreate(name string, exclusive bool) (*entry, string, sysca
 }
 
 // finishCreate removes a whiteout the new rw entry replaces and makes
-// its node. fresh says the rw entry is a new file (not a new name of
-// an old one), so it gets a new inode number.
-func (n *node) finishCreate(ctx context.Context, prel, name string, fresh bool, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return n.finishCreateStat(ctx, prel, name, fresh, nil, out)
+// its node; pe and prel are n's entry and path as prepareCreate gave
+// them. fresh says the rw entry is a new file (not a new name of an old
+// one), so it gets a new inode number.
+func (n *node) finishCreate(ctx context.Context, pe *entry, prel, name string, fresh bool, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.finishCreateStat(ctx, pe, prel, name, fresh, nil, out)
 }
 
 // finishCreateStat is finishCreate for an rw entry whose stat st the
 // caller already has (nil: stat it here).
-func (n *node) finishCreateStat(ctx context.Context, prel, name string, fresh bool, st *syscall.Stat_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name string, fresh bool, st *syscall.Stat_t, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	u := n.u
-	if errno := u.removeWhiteout(prel, name); errno != 0 {
-		return nil, errno
+	// A whiteout hides names of the branches below its own, so in a
+	// directory only the rw branch has there is nothing for one to hide:
+	// the union never writes one there, and one left by a removed
+	// branch or from outside hides nothing. Looking for it would cost a
+	// path walk per create.
+	if !pe.onlyIn(u.rw) {
+		if errno := u.removeWhiteout(prel, name); errno != 0 {
+			return nil, errno
+		}
 	}
 	e := &entry{top: u.rw}
 	p := u.rw.join(joinRel(prel, name))
@@ -70,7 +78,6 @@ func (n *node) finishCreateStat(ctx context.Context, prel, name string, fresh bo
 	}
 	if e.isDir() {
 		e.layers = []*branch{u.rw}
-		pe, _, _ := n.resolve()
 		if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
 			e.layers = append(e.layers, le.layers...)
 		}
@@ -111,7 +118,7 @@ func fchownCaller(ctx context.Context, fd int, st *syscall.Stat_t) syscall.Errno
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	u := n.u
 	u.lockNS()
-	_, prel, errno := n.prepareCreate(name, true)
+	pe, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		u.ns.Unlock()
 		return nil, nil, 0, errno
@@ -136,7 +143,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		u.ns.Unlock()
 		return nil, nil, 0, errno
 	}
-	ch, errno := n.finishCreateStat(ctx, prel, name, true, &st, out)
+	ch, errno := n.finishCreateStat(ctx, pe, prel, name, true, &st, out)
 	u.ns.Unlock()
 	if errno != 0 {
 		syscall.Close(fd)
@@ -180,7 +187,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		_ = os.RemoveAll(tmp)
 		return nil, errnoOf(err)
 	}
-	return n.finishCreate(ctx, prel, name, true, out)
+	return n.finishCreate(ctx, pe, prel, name, true, out)
 }
 
 // Mknod makes a device node, fifo or socket in the rw branch.
@@ -199,7 +206,7 @@ func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, m
 	u := n.u
 	u.lockNS()
 	defer u.ns.Unlock()
-	_, prel, errno := n.prepareCreate(name, true)
+	pe, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -208,7 +215,7 @@ func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, m
 		return nil, errnoOf(err)
 	}
 	chownCaller(ctx, p)
-	return n.finishCreate(ctx, prel, name, true, out)
+	return n.finishCreate(ctx, pe, prel, name, true, out)
 }
 
 // Link copies the target up and hard-links it in the rw branch.
@@ -222,7 +229,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	u.lockNS()
-	_, prel, errno := n.prepareCreate(name, true)
+	pe, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
 		u.ns.Unlock()
 		return nil, errno
@@ -233,7 +240,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 			return nil, errno
 		}
 		tn.closeTmpfile()
-		return n.finishCreate(ctx, prel, name, false, out)
+		return n.finishCreate(ctx, pe, prel, name, false, out)
 	}
 	u.ns.Unlock()
 	if errno := u.copyUp(ctx, tn, true); errno != 0 {
@@ -241,7 +248,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	u.lockNS()
 	defer u.ns.Unlock()
-	_, prel, errno = n.prepareCreate(name, true)
+	pe, prel, errno = n.prepareCreate(name, true)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -255,5 +262,5 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := syscall.Link(te.top.join(trel), u.rw.join(joinRel(prel, name))); err != nil {
 		return nil, errnoOf(err)
 	}
-	return n.finishCreate(ctx, prel, name, false, out)
+	return n.finishCreate(ctx, pe, prel, name, false, out)
 }

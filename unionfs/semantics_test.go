@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -311,6 +312,40 @@ func TestUnlinkWritesWhiteout(t *testing.T) {
 	mustNotExist(t, tu.b(0, ".wh.f"))
 	if got := readFile(t, tu.m("f")); got != "new" {
 		t.Errorf("f = %q", got)
+	}
+}
+
+// TestCreateBesideStaleWhiteout creates a name in a directory only the
+// rw branch has, beside a whiteout of that name left from outside (as a
+// removed branch leaves them). Such a whiteout hides nothing: the new
+// file shows, and once a branch holding the name is added below and the
+// file is removed through the union, the name stays gone.
+func TestCreateBesideStaleWhiteout(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/.wh.x": "", "1:other": ""}, Options{})
+	writeFile(t, tu.m("d/x"), "new")
+	if got := readFile(t, tu.m("d/x")); got != "new" {
+		t.Fatalf("d/x = %q", got)
+	}
+	if got, want := listDir(t, tu.m("d")), []string{"x"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ls d = %v, want %v", got, want)
+	}
+	extra := filepath.Join(t.TempDir(), "extra")
+	if err := os.MkdirAll(filepath.Join(extra, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(extra, "d", "x"), "lower x")
+	if err := tu.srv.AddBranch(Branch{Path: extra, Mode: RO}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, tu.m("d/x")); got != "new" {
+		t.Fatalf("d/x = %q after a branch was added below, want the rw file", got)
+	}
+	if err := os.Remove(tu.m("d/x")); err != nil {
+		t.Fatal(err)
+	}
+	mustNotExist(t, tu.m("d/x"))
+	if got := listDir(t, tu.m("d")); len(got) != 0 {
+		t.Fatalf("ls d = %v after the remove, want nothing", got)
 	}
 }
 

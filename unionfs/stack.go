@@ -46,6 +46,9 @@ type entry struct {
 
 func (e *entry) isDir() bool { return e.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
+// onlyIn says directory e exists in branch b alone.
+func (e *entry) onlyIn(b *branch) bool { return len(e.layers) == 1 && e.layers[0] == b }
+
 func joinRel(dir, name string) string {
 	if dir == "" {
 		return name
