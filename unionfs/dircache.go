@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -46,6 +47,42 @@ type dirCacheState struct {
 
 	live       []fuse.DirEntry // while handles are open: the latest snapshot
 	nextOffset uint64          // the offset the next new name gets
+
+	// refilled is when (monoNow) an opendir of a union with short
+	// timeouts last had the kernel fill its copy afresh, by READDIRPLUS
+	// (0: never, so the kernel holds no copy). See dirCacheRefill.
+	refilled int64
+}
+
+// monoBase is the origin of monoNow.
+var monoBase = time.Now()
+
+// monoNow is the time since monoBase in nanoseconds, on the monotonic
+// clock.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// dirCacheRefill decides, for an opendir of a union with short timeouts
+// (udba=reval), whether the kernel may serve the listing from its copy.
+// A copy alone would cost a walk more than it saves: the names it lists
+// outlive their entry timeouts there, and each would then be looked up
+// on its own, where a READDIRPLUS renews a buffer of them at once. So
+// the copy serves only when it holds the current listing (keep, from
+// dirCacheOpen) and was filled within the first three quarters of window,
+// the time names and attributes stay cached: the names it renewed then
+// are still good for the reader to stat. Otherwise this handle fills it
+// again, and dirCacheRefill reports whether the kernel holds an old copy
+// to drop first.
+func (n *node) dirCacheRefill(keep bool, window time.Duration) (drop bool) {
+	now := monoNow()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := &n.dirLocked().cache
+	if keep && c.refilled != 0 && now-c.refilled < int64(window*3/4) {
+		return false
+	}
+	drop = c.refilled != 0
+	c.refilled = now
+	return drop
 }
 
 // firstOffset is the offset of the first name; "." and ".." have 1 and 2.

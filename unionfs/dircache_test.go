@@ -1,10 +1,14 @@
 package unionfs
 
 import (
+	"bytes"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +36,10 @@ func waitListing(t *testing.T, p string, want []string) {
 // copy's mtime alone) shows after the cache timeout, and changes made
 // through the mount show at once.
 func TestCachedListingFollowsChanges(t *testing.T) {
-	cacheListingsAlways(t)
+	forListingModes(t, cachedListingFollowsChanges)
+}
+
+func cachedListingFollowsChanges(t *testing.T) {
 	to := 100 * time.Millisecond
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
 	d := tu.m("d")
@@ -64,7 +71,10 @@ func TestCachedListingFollowsChanges(t *testing.T) {
 // at once while a lower branch changes from outside: the later listings
 // never stay on the old contents.
 func TestCachedListingTwoHandles(t *testing.T) {
-	cacheListingsAlways(t)
+	forListingModes(t, cachedListingTwoHandles)
+}
+
+func cachedListingTwoHandles(t *testing.T) {
 	to := 50 * time.Millisecond
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""}, Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
 	d := tu.m("d")
@@ -113,13 +123,14 @@ func readSome(t *testing.T, fd int, names []string) ([]string, bool) {
 // listing from a newer snapshot): every name that stayed is read exactly
 // once.
 func TestCachedListingReaderKeepsItsPlace(t *testing.T) {
-	cacheListingsAlways(t)
-	files := map[string]string{}
-	for i := range 600 {
-		files[fmt.Sprintf("1:d/f%04d", i)] = ""
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, files, Options{})
-	readerKeepsItsPlace(t, tu)
+	forListingModes(t, func(t *testing.T) {
+		files := map[string]string{}
+		for i := range 600 {
+			files[fmt.Sprintf("1:d/f%04d", i)] = ""
+		}
+		tu := mountUnion(t, []Mode{RW, RO}, files, Options{})
+		readerKeepsItsPlace(t, tu)
+	})
 }
 
 // readerKeepsItsPlace is TestCachedListingReaderKeepsItsPlace on tu,
@@ -163,6 +174,18 @@ func readerKeepsItsPlace(t *testing.T, tu *testUnion) {
 	}
 }
 
+// forListingModes runs test twice: with the kernel's cached listings of
+// long timeouts forced on short ones (cacheListingsAlways), and as a
+// union with short timeouts (udba=reval) has them, for a walk soon after
+// the last refill (dirCacheRefill).
+func forListingModes(t *testing.T, test func(t *testing.T)) {
+	t.Run("long", func(t *testing.T) {
+		cacheListingsAlways(t)
+		test(t)
+	})
+	t.Run("short", test)
+}
+
 // cacheListingsAlways lets the kernel cache directory listings whatever
 // the timeouts, for the rest of t (the tests of that cache use short
 // ones).
@@ -198,5 +221,60 @@ func TestListedFilesFollowCopyUp(t *testing.T) {
 	}
 	if got := readFile(t, tu.m("d/g")); got != "other" {
 		t.Fatalf("d/g = %q", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRevalListingServedWhileFresh checks when a union with short
+// timeouts (udba=reval) lets the kernel serve a listing from its copy:
+// a listing right after the last refill is served from it, with no
+// READDIR request; one after the names it renewed neared their timeout
+// is filled afresh by READDIRPLUS.
+func TestRevalListingServedWhileFresh(t *testing.T) {
+	var reqs lockedBuffer
+	log.SetOutput(&reqs) // go-fuse's debug log of the requests
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+	to := time.Second
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""},
+		Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to, Debug: true})
+	d := tu.m("d")
+	readdirs := func() int { return strings.Count(reqs.String(), "READDIR") }
+	want := []string{"l", "u"}
+	if got := listDir(t, d); !slices.Equal(got, want) {
+		t.Fatalf("listing: got %v, want %v", got, want)
+	}
+	filled := readdirs()
+	if filled == 0 {
+		t.Fatal("the first listing sent no READDIR (is the debug log captured?)")
+	}
+	if got := listDir(t, d); !slices.Equal(got, want) {
+		t.Fatalf("second listing: got %v, want %v", got, want)
+	}
+	if n := readdirs(); n != filled {
+		t.Errorf("a listing right after the last one sent %d READDIR requests, want it served from the kernel's copy", n-filled)
+	}
+	time.Sleep(to)
+	if got := listDir(t, d); !slices.Equal(got, want) {
+		t.Fatalf("third listing: got %v, want %v", got, want)
+	}
+	if readdirs() == filled {
+		t.Error("a listing after the names' timeout was served from the kernel's copy, want it filled afresh")
 	}
 }

@@ -64,8 +64,15 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	if !long {
 		// Short timeouts (udba=reval): once they pass, a walk's entries
 		// are refreshed by READDIRPLUS, which a cached listing would not
-		// send; each would cost a LOOKUP instead.
-		return d, 0, 0
+		// send; each would cost a LOOKUP instead. So the kernel keeps a
+		// listing only for a walk soon after the last refill.
+		window := min(n.u.opts.EntryTimeout, n.u.opts.AttrTimeout)
+		if window <= 0 {
+			return d, 0, 0
+		}
+		if n.dirCacheRefill(keep, window) {
+			_ = n.NotifyContent(0, 0)
+		}
 	}
 	return d, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
