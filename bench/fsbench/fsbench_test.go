@@ -3,7 +3,9 @@ package fsbench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -97,6 +99,9 @@ func TestCompareSameTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("progress:\n%s\n%s", log.String(), table.String())
+	if strings.Contains(log.String(), "removing the branches") {
+		t.Error("Run removed branches before the end with room to spare")
+	}
 	if !strings.Contains(table.String(), "resident memory of the FUSE daemon") {
 		t.Error("the table has no daemon memory")
 	}
@@ -106,6 +111,38 @@ func TestCompareSameTree(t *testing.T) {
 	}
 	if left, _ := mountsUnder(parent); len(left) != 0 {
 		t.Errorf("mounts left after Run: %v", left)
+	}
+}
+
+// TestRunMakesRoom runs two filesystems in a scratch directory with room
+// for the branches of one: Run removes the first one's branches before
+// the second runs, says so, and both run and verify.
+func TestRunMakesRoom(t *testing.T) {
+	testenv.NeedRoot(t)
+	testenv.Need(t, OverlayFS{}.Available() == nil, "kernel overlayfs")
+	testenv.Need(t, fuseAvailable() == nil, "/dev/fuse")
+	sz, err := ForScale(testScale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := t.TempDir()
+	size := fmt.Sprintf("size=%d", sz.scratchBytes()*2)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", size, "bench-scratch", parent).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(parent, unix.MNT_DETACH) })
+	var log strings.Builder
+	rep, err := Run(context.Background(), Config{Scratch: parent, FS: []FS{OverlayFS{}, ourFS()}, Sizes: sz, Verify: true, Progress: &log})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	for _, res := range rep.Results {
+		if res.Failed() || !res.Verified {
+			t.Errorf("%s: err %q, workloads %v, verify %q", res.Name, res.Err, res.Errors, res.VerifyErr)
+		}
+	}
+	if !strings.Contains(log.String(), "removing the branches of the filesystems before it") {
+		t.Errorf("Run did not say it made room:\n%s", log.String())
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultScratchParent is where Run makes its scratch directory when
@@ -23,8 +25,9 @@ var ErrMount = errors.New("mount failed")
 type Config struct {
 	// Scratch is the directory in which Run makes (and at the end removes)
 	// its own scratch directory; DefaultScratchParent when empty. It
-	// holds the branches of every filesystem until the end: about
-	// 1.3 GiB + 0.5 GiB per round each at scale 1.
+	// holds the branches of every filesystem until the end (about
+	// 1.3 GiB + 0.5 GiB per round each at scale 1), unless free space
+	// runs short (see makeRoom).
 	Scratch string
 	// FS are the filesystems to compare, in report order. Ratios are
 	// relative to the one named Overlay.
@@ -67,6 +70,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 	}()
 	rep = &Report{Sizes: cfg.Sizes, Scratch: scratch, Workloads: cfg.Workloads, CPUs: runtime.NumCPU(), LoadAvg: loadAvg()}
+	var kept []string // branches of the filesystems run so far
 	for _, fs := range cfg.FS {
 		res := &FSResult{Name: fs.Name(), Times: map[string]time.Duration{}, Runs: map[string][]time.Duration{}, Errors: map[string]string{}}
 		rep.Results = append(rep.Results, res)
@@ -75,7 +79,16 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			progress(cfg.Progress, "%s: skipped: %v", res.Name, err)
 			continue
 		}
-		runFS(ctx, cfg, fs, filepath.Join(scratch, fs.Name()), res)
+		removed, err := makeRoom(scratch, cfg.Sizes.scratchBytes(), kept, cfg.Progress, res.Name)
+		if err != nil {
+			return rep, fmt.Errorf("bench fs: %w", err)
+		}
+		if removed {
+			kept = nil
+		}
+		dir := filepath.Join(scratch, fs.Name())
+		runFS(ctx, cfg, fs, dir, res)
+		kept = append(kept, dir)
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("bench fs: %w", err)
 		}
@@ -213,6 +226,32 @@ func verifyFS(ctx context.Context, fs FS, b Branches, sz Sizes, res *FSResult) (
 	res.tree = tree
 	res.Verified = err == nil
 	return err
+}
+
+// makeRoom removes the branches of the filesystems run so far (kept) when
+// scratch has less free space than 5/4 of need, what the next filesystem,
+// next, takes. Keeping them is better (see runFS), but not at the price of
+// a full disk. It reports whether it removed them.
+func makeRoom(scratch string, need int64, kept []string, w io.Writer, next string) (bool, error) {
+	if len(kept) == 0 {
+		return false, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(scratch, &st); err != nil {
+		return false, fmt.Errorf("free space of %s: %w", scratch, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free >= need/4*5 {
+		return false, nil
+	}
+	progress(w, "%s: %s free in %s, short of the %s it needs: removing the branches of the filesystems before it (its creates may be slower: ext4 without a journal skips recently freed inodes)",
+		next, humanBytes(free), scratch, humanBytes(need/4*5))
+	for _, dir := range kept {
+		if err := removeScratch(dir); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // removeScratch unmounts whatever is still mounted under dir (lazily if

@@ -64,6 +64,16 @@ func ForScale(scale float64) (Sizes, error) {
 	}, nil
 }
 
+// scratchBytes estimates the disk space one filesystem's branches take
+// by the end of its run: the read file, for each round a file to copy up
+// and its copy, and half a KiB of inode and directory space for each
+// file and whiteout.
+func (sz Sizes) scratchBytes() int64 {
+	r := int64(sz.rounds())
+	files := int64(sz.StatFiles) + r*int64(sz.CreateFiles+2*sz.UnlinkFiles)
+	return sz.SeqBytes + 2*r*sz.CopyUpBytes + files*512
+}
+
 // rounds is the number of rounds of sz: Repeat, at least 1.
 func (sz Sizes) rounds() int { return max(1, sz.Repeat) }
 

@@ -61,7 +61,7 @@ time counts. The resident memory of each FUSE daemon, once mounted and
 after the warm stat walk, follows. Needs root; takes a few minutes and,
 for each filesystem, about 1.3 GiB + 0.5 GiB per round of scratch space
 at --scale 1 (kept until the end, so removing one filesystem's files
-cannot slow the next one's creates).`,
+cannot slow the next one's creates, unless the disk runs short).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("bench fs takes no arguments, got %q", strings.Join(args, " "))
