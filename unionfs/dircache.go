@@ -81,8 +81,26 @@ func (n *node) dirCacheRefill(keep bool, window time.Duration) (drop bool) {
 		return false
 	}
 	drop = c.refilled != 0
-	c.refilled = now
+	n.refilledLocked(now, window)
 	return drop
+}
+
+// refilledLocked records that the kernel's copy is filled afresh at now,
+// and has it dropped once window passed if a handle is open then: the
+// kernel answers a rewinddir from its copy, and the reader must see the
+// directory as it is by then, changes to a branch from outside included
+// (without an open handle the next opendir decides). n.mu is held.
+func (n *node) refilledLocked(now int64, window time.Duration) {
+	n.dirLocked().cache.refilled = now
+	time.AfterFunc(window, func() {
+		n.mu.Lock()
+		c := &n.dirLocked().cache
+		expired := c.refilled == now && c.open > 0
+		n.mu.Unlock()
+		if expired {
+			_ = n.NotifyContent(0, 0)
+		}
+	})
 }
 
 // firstOffset is the offset of the first name; "." and ".." have 1 and 2.
@@ -108,11 +126,15 @@ func (n *node) dirCacheOpen(ents []fuse.DirEntry) (ds *dirSnapshot, keep bool) {
 
 // dirCacheRewind makes the new snapshot of a rewinddir. The kernel asks
 // only when its copy is gone; this snapshot may fill it, and need not
-// match the checksum.
-func (n *node) dirCacheRewind(ents []fuse.DirEntry) *dirSnapshot {
+// match the checksum. window is as for dirCacheRefill (0: long timeouts,
+// or none).
+func (n *node) dirCacheRewind(ents []fuse.DirEntry, window time.Duration) *dirSnapshot {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.dirLocked().cache.sumOK = false
+	if window > 0 {
+		n.refilledLocked(monoNow(), window)
+	}
 	return n.snapshotLocked(ents)
 }
 

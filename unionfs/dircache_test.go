@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -276,5 +277,57 @@ func TestRevalListingServedWhileFresh(t *testing.T) {
 	}
 	if readdirs() == filled {
 		t.Error("a listing after the names' timeout was served from the kernel's copy, want it filled afresh")
+	}
+}
+
+// TestRevalRewindShowsOutsideChange keeps a directory open under short
+// timeouts (udba=reval), changes a lower branch from outside and rewinds
+// after the timeout: the listing must show the change, as a new opendir
+// would (POSIX rewinddir), even though the kernel cached the listing.
+func TestRevalRewindShowsOutsideChange(t *testing.T) {
+	to := 200 * time.Millisecond
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/u": "", "1:d/l": ""},
+		Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
+	f, err := os.Open(tu.m("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	if want := []string{"l", "u"}; !slices.Equal(names, want) {
+		t.Fatalf("listing: got %v, want %v", names, want)
+	}
+	writeFile(t, tu.b(1, "d/new"), "x")
+	time.Sleep(3 * to)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	names, err = f.Readdirnames(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	if want := []string{"l", "new", "u"}; !slices.Equal(names, want) {
+		t.Fatalf("listing after rewinddir: got %v, want %v", names, want)
+	}
+	// The rewind filled the kernel's copy again; it must give way too.
+	if err := os.Remove(tu.b(1, "d/l")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * to)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	names, err = f.Readdirnames(-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	if want := []string{"new", "u"}; !slices.Equal(names, want) {
+		t.Fatalf("listing after the second rewinddir: got %v, want %v", names, want)
 	}
 }

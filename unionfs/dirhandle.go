@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -66,7 +67,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		// are refreshed by READDIRPLUS, which a cached listing would not
 		// send; each would cost a LOOKUP instead. So the kernel keeps a
 		// listing only for a walk soon after the last refill.
-		window := min(n.u.opts.EntryTimeout, n.u.opts.AttrTimeout)
+		window := n.u.listingWindow()
 		if window <= 0 {
 			return d, 0, 0
 		}
@@ -97,7 +98,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
 		ents, lt, errno := d.n.mergedEntriesListed()
 		if errno == 0 {
-			d.ds = d.n.dirCacheRewind(ents)
+			d.ds = d.n.dirCacheRewind(ents, d.n.u.listingWindow())
 			d.ds.listed = lt
 			return 0
 		}
@@ -172,6 +173,16 @@ func (n *node) dirRemoved(name string, st syscall.Stat_t) {
 	ch.mu.Lock()
 	ch.dirLocked().removed = &st
 	ch.mu.Unlock()
+}
+
+// listingWindow is how long the names and attributes a READDIRPLUS
+// renews stay cached under short timeouts (see dirCacheRefill); 0 with
+// long timeouts, which keep listings as long as they hold, or with none.
+func (u *ufs) listingWindow() time.Duration {
+	if u.longCache() {
+		return 0
+	}
+	return max(0, min(u.opts.EntryTimeout, u.opts.AttrTimeout))
 }
 
 var _ fs.FileLookuper = (*dirHandle)(nil)
