@@ -39,7 +39,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	e, errno := lookupIn(pe.layers, prel, name)
+	e, errno := n.childEntry(pe, prel, name, dir)
 	if errno != 0 {
 		return errno
 	}
@@ -84,6 +84,30 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		u.dirGone(joinRel(prel, name))
 	}
 	return 0
+}
+
+// childEntry finds name in directory n (entry pe, path prel) for its
+// removal. A file the kernel looked up is where its node says: the
+// kernel looks a name up again (which renews the node's entry) once its
+// entry timeout passed, so that entry is as fresh as the kernel's own
+// view of the name, and a second search of the stack right after the
+// LOOKUP would cost a few system calls for nothing. Directories, whose
+// removal depends on the contents of every layer, and names without a
+// node are searched for. The caller holds u.ns exclusively.
+func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, syscall.Errno) {
+	if !dir {
+		if in := n.GetChild(name); in != nil {
+			if cn, ok := in.Operations().(*node); ok {
+				cn.mu.Lock()
+				e, valid := cn.e, cn.e != nil && cn.gen == n.u.gen.Load()
+				cn.mu.Unlock()
+				if valid && !e.isDir() {
+					return e, 0
+				}
+			}
+		}
+	}
+	return lookupIn(pe.layers, prel, name)
 }
 
 // removeUpper removes an rw entry (a directory holding only whiteouts)

@@ -349,6 +349,28 @@ func TestCreateBesideStaleWhiteout(t *testing.T) {
 	}
 }
 
+// TestUnlinkAfterOutsideChange unlinks a lower file that the rw branch
+// got a copy of from outside after the union looked the name up: once
+// the entry timeout passed, the unlink removes that copy too (the kernel
+// looks the name up again first), and the name is gone.
+func TestUnlinkAfterOutsideChange(t *testing.T) {
+	to := 100 * time.Millisecond
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/f": "lower", "0:d/": ""},
+		Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
+	if got := readFile(t, tu.m("d/f")); got != "lower" {
+		t.Fatalf("d/f = %q", got)
+	}
+	writeFile(t, tu.b(0, "d/f"), "upper from outside")
+	time.Sleep(3 * to)
+	if err := os.Remove(tu.m("d/f")); err != nil {
+		t.Fatal(err)
+	}
+	mustNotExist(t, tu.m("d/f"))
+	mustNotExist(t, tu.b(0, "d/f"))
+	mustExist(t, tu.b(0, "d/.wh.f"))
+	mustExist(t, tu.b(1, "d/f"))
+}
+
 func TestRmdirWhiteoutAndOpaque(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "", "1:d/sub/y": "", "0:d/u": ""}, Options{})
 	if err := syscall.Rmdir(tu.m("d")); !errors.Is(err, syscall.ENOTEMPTY) {
