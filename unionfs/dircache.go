@@ -48,9 +48,10 @@ type dirCacheState struct {
 	live       []fuse.DirEntry // while handles are open: the latest snapshot
 	nextOffset uint64          // the offset the next new name gets
 
-	// refilled is when (monoNow) an opendir of a union with short
-	// timeouts last had the kernel fill its copy afresh, by READDIRPLUS
-	// (0: never, so the kernel holds no copy). See dirCacheRefill.
+	// refilled is when (monoNow) an opendir or rewinddir of a union with
+	// short timeouts last had the kernel fill its copy afresh, by
+	// READDIRPLUS (0: never, so the kernel holds no copy). See
+	// dirCacheRefill.
 	refilled int64
 }
 

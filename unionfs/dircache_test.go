@@ -1,15 +1,14 @@
 package unionfs
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -225,31 +224,13 @@ func TestListedFilesFollowCopyUp(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestRevalListingServedWhileFresh checks when a union with short
 // timeouts (udba=reval) lets the kernel serve a listing from its copy:
 // a listing right after the last refill is served from it, with no
 // READDIR request; one after the names it renewed neared their timeout
 // is filled afresh by READDIRPLUS.
 func TestRevalListingServedWhileFresh(t *testing.T) {
-	var reqs lockedBuffer
+	var reqs syncBuffer
 	log.SetOutput(&reqs) // go-fuse's debug log of the requests
 	t.Cleanup(func() { log.SetOutput(os.Stderr) })
 	to := time.Second
@@ -264,6 +245,19 @@ func TestRevalListingServedWhileFresh(t *testing.T) {
 	filled := readdirs()
 	if filled == 0 {
 		t.Fatal("the first listing sent no READDIR (is the debug log captured?)")
+	}
+	// The kernel releases a directory asynchronously; an opendir while
+	// the first handle is still open would rightly refill the copy. So
+	// wait for the reply to the RELEASEDIR ("rx N: RELEASEDIR", "tx N:").
+	released := regexp.MustCompile(`rx (\d+): RELEASEDIR`)
+	for deadline := time.Now().Add(to / 4); ; time.Sleep(time.Millisecond) {
+		seen := reqs.String()
+		if m := released.FindStringSubmatch(seen); m != nil && strings.Contains(seen, "tx "+m[1]+":") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first listing's handle was not released")
+		}
 	}
 	if got := listDir(t, d); !slices.Equal(got, want) {
 		t.Fatalf("second listing: got %v, want %v", got, want)
@@ -293,41 +287,34 @@ func TestRevalRewindShowsOutsideChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(names)
-	if want := []string{"l", "u"}; !slices.Equal(names, want) {
-		t.Fatalf("listing: got %v, want %v", names, want)
+	if got, want := rewindList(t, f), []string{"l", "u"}; !slices.Equal(got, want) {
+		t.Fatalf("listing: got %v, want %v", got, want)
 	}
 	writeFile(t, tu.b(1, "d/new"), "x")
 	time.Sleep(3 * to)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	names, err = f.Readdirnames(-1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(names)
-	if want := []string{"l", "new", "u"}; !slices.Equal(names, want) {
-		t.Fatalf("listing after rewinddir: got %v, want %v", names, want)
+	if got, want := rewindList(t, f), []string{"l", "new", "u"}; !slices.Equal(got, want) {
+		t.Fatalf("listing after rewinddir: got %v, want %v", got, want)
 	}
 	// The rewind filled the kernel's copy again; it must give way too.
 	if err := os.Remove(tu.b(1, "d/l")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * to)
+	if got, want := rewindList(t, f), []string{"new", "u"}; !slices.Equal(got, want) {
+		t.Fatalf("listing after the second rewinddir: got %v, want %v", got, want)
+	}
+}
+
+// rewindList rewinds the open directory f and lists it, sorted.
+func rewindList(t *testing.T, f *os.File) []string {
+	t.Helper()
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
-	names, err = f.Readdirnames(-1)
+	names, err := f.Readdirnames(-1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(names)
-	if want := []string{"new", "u"}; !slices.Equal(names, want) {
-		t.Fatalf("listing after the second rewinddir: got %v, want %v", names, want)
-	}
+	return names
 }
