@@ -61,7 +61,10 @@ time counts. The resident memory of each FUSE daemon, once mounted and
 after the warm stat walk, follows. Needs root; takes a few minutes and,
 for each filesystem, about 1.3 GiB + 0.5 GiB per round of scratch space
 at --scale 1 (kept until the end, so removing one filesystem's files
-cannot slow the next one's creates, unless the disk runs short).`,
+cannot slow the next one's creates, unless the disk runs short). On an
+ext4 without a journal, inode allocation skips the inodes freed in the
+last minutes one by one: leave a run some minutes after the last one (or
+any mass removal) on the same filesystem, or its creates measure that.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("bench fs takes no arguments, got %q", strings.Join(args, " "))
