@@ -37,7 +37,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		_, errno := u.copyUpDir(n)
 		return errno
 	}
-	tmp, errno := u.copyToTemp(e.top.join(rel), &e.st, withData)
+	tmp, _, errno := u.copyToTemp(e.top.join(rel), withData)
 	if errno != 0 {
 		return errno
 	}
@@ -116,7 +116,7 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 			return nil, errno
 		}
 	}
-	tmp, errno := u.copyToTemp(e.top.join(rel), &e.st, false)
+	tmp, origin, errno := u.copyToTemp(e.top.join(rel), false)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -133,28 +133,36 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 	}
 	u.inos.setAlias(keyOf(&ne.st), n.ino)
 	n.setEntry(ne)
-	return &e.st, 0
+	return origin, 0
 }
 
 // copyToTemp copies one object (not a directory's contents) from src to a
-// new temporary name in the work directory, with its metadata.
-func (u *ufs) copyToTemp(src string, st *syscall.Stat_t, withData bool) (string, syscall.Errno) {
+// new temporary name in the work directory, with its metadata, and
+// returns that name and the stat of src it copied.
+func (u *ufs) copyToTemp(src string, withData bool) (string, *syscall.Stat_t, syscall.Errno) {
 	tmp := u.tempName("cu")
-	if err := copyObject(src, tmp, st, withData); err != nil {
+	st, err := copyObject(src, tmp, withData)
+	if err != nil {
 		_ = os.RemoveAll(tmp)
-		return "", errnoOf(err)
+		return "", nil, errnoOf(err)
 	}
-	return tmp, 0
+	return tmp, &st, 0
 }
 
 // copyObject creates dst as a copy of src (not a directory's contents),
-// with its metadata.
-func copyObject(src, dst string, st *syscall.Stat_t, withData bool) error {
+// with its metadata, and returns the stat of src it copied. src is
+// looked at afresh, not through a stat taken at lookup: a lower file
+// changed from outside since would otherwise be copied at its old size.
+func copyObject(src, dst string, withData bool) (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(src, &st); err != nil {
+		return st, err
+	}
 	tmp := dst
 	var err error
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
-		err = copyFileData(src, tmp, st, withData)
+		err = copyFileData(src, tmp, &st, withData)
 	case syscall.S_IFDIR:
 		err = syscall.Mkdir(tmp, 0700)
 	case syscall.S_IFLNK:
@@ -166,9 +174,9 @@ func copyObject(src, dst string, st *syscall.Stat_t, withData bool) error {
 		err = syscall.Mknod(tmp, st.Mode, int(st.Rdev))
 	}
 	if err == nil {
-		err = copyMeta(src, tmp, st)
+		err = copyMeta(src, tmp, &st)
 	}
-	return err
+	return st, err
 }
 
 // copyFileData writes src's contents to a new file dst: a reflink where

@@ -102,7 +102,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 	switch {
 	case !se.isDir() && se.top != u.rw:
-		tmp, errno := u.copyToTemp(se.top.join(joinRel(prel, name)), &se.st, true)
+		tmp, _, errno := u.copyToTemp(se.top.join(joinRel(prel, name)), true)
 		if errno != 0 {
 			return errno
 		}
@@ -234,7 +234,7 @@ func (u *ufs) copyLinked(ce *entry, crel, cdst string, links map[devIno]string) 
 			return errnoOf(syscall.Link(first, cdst))
 		}
 	}
-	if err := copyObject(ce.top.join(crel), cdst, &ce.st, true); err != nil {
+	if _, err := copyObject(ce.top.join(crel), cdst, true); err != nil {
 		return errnoOf(err)
 	}
 	if ce.st.Nlink > 1 {

@@ -371,6 +371,29 @@ func TestUnlinkAfterOutsideChange(t *testing.T) {
 	mustExist(t, tu.b(1, "d/f"))
 }
 
+// TestCopyUpTakesLowerAsItIsNow changes a lower file from outside while
+// a descriptor of it is open, then copies it up through that descriptor
+// (fchmod, no new lookup): the copy holds the file as it is at the
+// copy-up, not as it was when looked up.
+func TestCopyUpTakesLowerAsItIsNow(t *testing.T) {
+	to := 100 * time.Millisecond
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "old"},
+		Options{EntryTimeout: to, AttrTimeout: to, NegativeTimeout: to})
+	f, err := os.Open(tu.m("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	writeFile(t, tu.b(1, "f"), "old, and more written from outside")
+	time.Sleep(3 * to)
+	if err := f.Chmod(0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, tu.b(0, "f")); got != "old, and more written from outside" {
+		t.Errorf("upper copy holds %q, want the lower file as it was at the copy-up", got)
+	}
+}
+
 func TestRmdirWhiteoutAndOpaque(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "", "1:d/sub/y": "", "0:d/u": ""}, Options{})
 	if err := syscall.Rmdir(tu.m("d")); !errors.Is(err, syscall.ENOTEMPTY) {
