@@ -65,11 +65,12 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return errnoOf(err)
 	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
-	ne := &entry{top: u.rw}
-	if err := syscall.Lstat(dst, &ne.st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dst, &st); err != nil {
 		return errnoOf(err)
 	}
-	u.inos.setAlias(keyOf(&ne.st), n.ino)
+	ne := newEntry(u.rw, &st)
+	u.inos.setAlias(ne.st.key(), n.ino)
 	n.mu.Lock()
 	n.e = ne
 	n.gen = u.gen.Load()
@@ -127,11 +128,13 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 		return nil, errnoOf(err)
 	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
-	ne := &entry{top: u.rw, layers: append([]*branch{u.rw}, e.layers...)}
-	if err := syscall.Lstat(dst, &ne.st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dst, &st); err != nil {
 		return nil, errnoOf(err)
 	}
-	u.inos.setAlias(keyOf(&ne.st), n.ino)
+	ne := newEntry(u.rw, &st)
+	ne.layers = append([]*branch{u.rw}, e.layers...)
+	u.inos.setAlias(ne.st.key(), n.ino)
 	n.setEntry(ne)
 	return origin, 0
 }

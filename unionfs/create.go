@@ -69,13 +69,14 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 			return nil, errno
 		}
 	}
-	e := &entry{top: u.rw}
 	p := u.rw.join(joinRel(prel, name))
+	var full syscall.Stat_t
 	if st != nil {
-		e.st = *st
-	} else if err := syscall.Lstat(p, &e.st); err != nil {
+		full = *st
+	} else if err := syscall.Lstat(p, &full); err != nil {
 		return nil, errnoOf(err)
 	}
+	e := newEntry(u.rw, &full)
 	if e.isDir() {
 		e.layers = []*branch{u.rw}
 		if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
@@ -83,9 +84,9 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 		}
 	}
 	if fresh {
-		u.inos.fresh(keyOf(&e.st))
+		u.inos.fresh(e.st.key())
 	}
-	return u.childNode(ctx, n, e, out), 0
+	return u.childNode(ctx, n, e, &full, out), 0
 }
 
 // daemonIsRoot says the daemon may give new files the caller's owner.

@@ -20,6 +20,7 @@ type inoMap struct {
 
 func newInoMap() *inoMap { return &inoMap{next: 2, m: map[devIno]uint64{}} }
 
+// keyOf is the inode key of the file st describes.
 func keyOf(st *syscall.Stat_t) devIno { return devIno{uint64(st.Dev), st.Ino} }
 
 // get returns the stable number of k, allocating one on first sight.

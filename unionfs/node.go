@@ -137,7 +137,9 @@ func (n *node) where() (*entry, string, syscall.Errno) {
 
 func (u *ufs) rootEntry() *entry {
 	e := &entry{top: u.branches[0], layers: append([]*branch(nil), u.branches...)}
-	_ = syscall.Lstat(e.top.path, &e.st)
+	var st syscall.Stat_t
+	_ = syscall.Lstat(e.top.path, &st)
+	e.st = idOf(&st)
 	return e
 }
 
@@ -158,20 +160,22 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if !pe.isDir() {
 		return nil, syscall.ENOTDIR
 	}
-	e, errno := lookupIn(pe.layers, prel, name)
+	var st syscall.Stat_t
+	e, errno := lookupInStat(pe.layers, prel, name, &st)
 	if errno != 0 {
 		return nil, errno
 	}
 	if n.u.watcher != nil && e.isDir() {
 		n.u.watcher.watch(joinRel(prel, name), e.layers)
 	}
-	return n.u.childNode(ctx, n, e, out), 0
+	return n.u.childNode(ctx, n, e, &st, out), 0
 }
 
-// childNode makes (or finds) the node of e, a child of parent.
-func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, out *fuse.EntryOut) *fs.Inode {
-	ino := u.inos.get(keyOf(&e.st))
-	out.Attr.FromStat(&e.st)
+// childNode makes (or finds) the node of e, a child of parent; st is the
+// stat of e's top-most copy.
+func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, st *syscall.Stat_t, out *fuse.EntryOut) *fs.Inode {
+	ino := u.inos.get(e.st.key())
+	out.Attr.FromStat(st)
 	out.Attr.Ino = ino
 	u.setTimeouts(out, e.top)
 	return u.newNode(ctx, parent.EmbeddedInode(), ino, e)

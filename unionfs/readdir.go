@@ -236,5 +236,5 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 	if st.Ino != d.ino || st.Mode&syscall.S_IFMT != uint32(d.typ)<<12 {
 		return nil, false
 	}
-	return u.childNode(ctx, n, &entry{top: d.br, st: st}, out), true
+	return u.childNode(ctx, n, newEntry(d.br, &st), &st, out), true
 }

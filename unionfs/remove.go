@@ -69,6 +69,12 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 			return errno
 		}
 	}
+	// An open descriptor of a removed directory still answers fstat
+	// (dirRemoved): with its attributes as they are now.
+	var dirSt syscall.Stat_t
+	if dir {
+		_ = syscall.Lstat(e.top.join(joinRel(prel, name)), &dirSt)
+	}
 	if e.top == u.rw {
 		if errno := u.removeUpper(u.rw.join(joinRel(prel, name)), &e.st, dir); errno != 0 {
 			return errno
@@ -80,7 +86,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		}
 	}
 	if dir {
-		n.dirRemoved(name, e.st)
+		n.dirRemoved(name, dirSt)
 		u.dirGone(joinRel(prel, name))
 	}
 	return 0
@@ -112,7 +118,7 @@ func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, sysca
 
 // removeUpper removes an rw entry (a directory holding only whiteouts)
 // and forgets its inode key when the file is gone.
-func (u *ufs) removeUpper(p string, st *syscall.Stat_t, dir bool) syscall.Errno {
+func (u *ufs) removeUpper(p string, id *fileID, dir bool) syscall.Errno {
 	if dir {
 		if errno := clearWhiteouts(p); errno != 0 {
 			return errno
@@ -120,14 +126,14 @@ func (u *ufs) removeUpper(p string, st *syscall.Stat_t, dir bool) syscall.Errno 
 		if err := syscall.Rmdir(p); err != nil {
 			return errnoOf(err)
 		}
-		u.inos.drop(keyOf(st))
+		u.inos.drop(id.key())
 		return 0
 	}
 	if err := syscall.Unlink(p); err != nil {
 		return errnoOf(err)
 	}
-	if st.Nlink <= 1 {
-		u.inos.drop(keyOf(st))
+	if id.Nlink <= 1 {
+		u.inos.drop(id.key())
 	}
 	return 0
 }

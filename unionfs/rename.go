@@ -65,7 +65,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if flags&unix.RENAME_NOREPLACE != 0 {
 			return syscall.EEXIST
 		}
-		if keyOf(&se.st) == keyOf(&de.st) {
+		if se.st.key() == de.st.key() {
 			return 0 // two names of one file: nothing to do
 		}
 		if se.isDir() && !de.isDir() {
@@ -96,7 +96,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 				return errno
 			}
 		} else if de.st.Nlink <= 1 {
-			u.inos.drop(keyOf(&de.st))
+			u.inos.drop(de.st.key())
 		}
 	}
 
@@ -151,14 +151,15 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 
-	moved := &entry{top: u.rw}
-	if err := syscall.Lstat(dstPath, &moved.st); err != nil {
+	var movedSt syscall.Stat_t
+	if err := syscall.Lstat(dstPath, &movedSt); err != nil {
 		return errnoOf(err)
 	}
+	moved := newEntry(u.rw, &movedSt)
 	if ch := n.GetChild(name); ch != nil {
-		u.inos.setAlias(keyOf(&moved.st), ch.StableAttr().Ino)
+		u.inos.setAlias(moved.st.key(), ch.StableAttr().Ino)
 	} else {
-		u.inos.alias(keyOf(&se.st), keyOf(&moved.st))
+		u.inos.alias(se.st.key(), moved.st.key())
 	}
 	if moved.isDir() {
 		u.dirGone(joinRel(prel, name))
@@ -213,10 +214,14 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 		}
 		var st syscall.Stat_t
 		if syscall.Lstat(cdst, &st) == nil {
-			u.inos.alias(keyOf(&ce.st), keyOf(&st))
+			u.inos.alias(ce.st.key(), keyOf(&st))
 		}
 	}
-	return errnoOf(copyMeta(src, dst, &e.st))
+	var st syscall.Stat_t
+	if err := syscall.Lstat(src, &st); err != nil {
+		return errnoOf(err)
+	}
+	return errnoOf(copyMeta(src, dst, &st))
 }
 
 // copyLinked copies the non-directory ce (at crel) to cdst, or, when a
@@ -228,7 +233,7 @@ func (u *ufs) copyLinked(ce *entry, crel, cdst string, links map[devIno]string) 
 	if ce.top == u.rw {
 		return errnoOf(syscall.Link(ce.top.join(crel), cdst))
 	}
-	k := keyOf(&ce.st)
+	k := ce.st.key()
 	if ce.st.Nlink > 1 {
 		if first, ok := links[k]; ok {
 			return errnoOf(syscall.Link(first, cdst))

@@ -129,7 +129,7 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 	root := &node{u: u, ino: 1}
 	u.root = root
 	root.e = u.rootEntry()
-	u.inos.setAlias(keyOf(&root.e.st), 1)
+	u.inos.setAlias(root.e.st.key(), 1)
 
 	if opts.Notify {
 		if u.watcher, err = newBranchWatcher(u); err != nil {

@@ -36,13 +36,34 @@ func (b *branch) join(rel string) string {
 func (b *branch) searchesWhiteouts() bool { return b.mode != RR }
 
 // entry is the result of looking a name up through a stack of directory
-// layers: the top-most branch holding it, its stat there, and for a
-// directory every branch that contributes to its merged contents.
+// layers: the top-most branch holding it, what its stat there says of its
+// identity, and for a directory every branch that contributes to its
+// merged contents.
 type entry struct {
 	top    *branch
-	st     syscall.Stat_t
+	st     fileID
 	layers []*branch // for directories: contributing branches, top first
 }
+
+// fileID is what an entry keeps of the stat of its top-most copy: the
+// file's identity, type and link count. Whatever else a caller needs it
+// stats afresh; the whole stat would cost 112 bytes more for every name
+// the kernel holds.
+type fileID struct {
+	Dev, Ino, Nlink uint64
+	Mode            uint32
+}
+
+// idOf is the fileID of st.
+func idOf(st *syscall.Stat_t) fileID {
+	return fileID{Dev: uint64(st.Dev), Ino: st.Ino, Nlink: uint64(st.Nlink), Mode: st.Mode}
+}
+
+// key is the inode key of id (see inoMap).
+func (id *fileID) key() devIno { return devIno{id.Dev, id.Ino} }
+
+// newEntry is the entry of a file whose top-most copy, in top, has stat st.
+func newEntry(top *branch, st *syscall.Stat_t) *entry { return &entry{top: top, st: idOf(st)} }
 
 func (e *entry) isDir() bool { return e.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
@@ -66,6 +87,12 @@ func exists(p string) bool {
 // branches that are not RR. The branches with a name cache (all but the
 // rw branch, which can only be on top) are searched through it.
 func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
+	return lookupInStat(layers, rel, name, nil)
+}
+
+// lookupInStat is lookupIn that also leaves the whole stat of the
+// top-most copy in topSt, when not nil.
+func lookupInStat(layers []*branch, rel, name string, topSt *syscall.Stat_t) (*entry, syscall.Errno) {
 	var e *entry
 	crel := joinRel(rel, name)
 	tried := false
@@ -73,7 +100,7 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 		if b.cache != nil && !tried {
 			tried = true
 			// The cached branches reach to the bottom: their answer is final.
-			if ok := lookupCached(&e, layers[i:], rel, name); ok {
+			if ok := lookupCached(&e, layers[i:], rel, name, topSt); ok {
 				if e == nil {
 					return nil, syscall.ENOENT
 				}
@@ -85,7 +112,10 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 		if err == nil {
 			isDir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
 			if e == nil {
-				e = &entry{top: b, st: st}
+				e = newEntry(b, &st)
+				if topSt != nil {
+					*topSt = st
+				}
 				if !isDir {
 					return e, 0
 				}
@@ -120,7 +150,7 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 // false, leaving *ep as it was, when the cache cannot answer (a branch
 // directory could not be read, or a cached name vanished): the caller
 // then asks the branches themselves.
-func lookupCached(ep **entry, layers []*branch, rel, name string) (ok bool) {
+func lookupCached(ep **entry, layers []*branch, rel, name string, topSt *syscall.Stat_t) (ok bool) {
 	orig := *ep
 	origLen := 0
 	if orig != nil {
@@ -153,7 +183,10 @@ func lookupCached(ep **entry, layers []*branch, rel, name string) (ok bool) {
 				if syscall.Lstat(b.join(crel), &st) != nil {
 					return false
 				}
-				e = &entry{top: b, st: st}
+				e = newEntry(b, &st)
+				if topSt != nil {
+					*topSt = st
+				}
 				isDir = e.isDir()
 				*ep = e
 				if !isDir {

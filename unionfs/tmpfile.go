@@ -37,18 +37,19 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if c, ok := fuse.FromContext(ctx); ok {
 		_ = syscall.Fchown(fd, int(c.Uid), int(c.Gid))
 	}
-	e := &entry{top: u.rw}
-	if err := syscall.Fstat(fd, &e.st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
 		syscall.Close(fd)
 		return nil, nil, 0, errnoOf(err)
 	}
+	e := newEntry(u.rw, &st)
 	keep, err := syscall.Dup(fd)
 	if err != nil {
 		syscall.Close(fd)
 		return nil, nil, 0, errnoOf(err)
 	}
-	ino := u.inos.fresh(keyOf(&e.st))
-	out.Attr.FromStat(&e.st)
+	ino := u.inos.fresh(e.st.key())
+	out.Attr.FromStat(&st)
 	out.Attr.Ino = ino
 	u.setTimeouts(out, u.rw)
 	ch := u.newNode(ctx, n.EmbeddedInode(), ino, e)
