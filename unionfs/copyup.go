@@ -65,11 +65,10 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return errnoOf(err)
 	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(dst, &st); err != nil {
+	ne, err := lstatEntry(u.rw, dst)
+	if err != nil {
 		return errnoOf(err)
 	}
-	ne := newEntry(u.rw, &st)
 	u.inos.setAlias(ne.st.key(), n.ino)
 	n.mu.Lock()
 	n.e = ne
@@ -128,11 +127,10 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 		return nil, errnoOf(err)
 	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(dst, &st); err != nil {
+	ne, err := lstatEntry(u.rw, dst)
+	if err != nil {
 		return nil, errnoOf(err)
 	}
-	ne := newEntry(u.rw, &st)
 	ne.layers = append([]*branch{u.rw}, e.layers...)
 	u.inos.setAlias(ne.st.key(), n.ino)
 	n.setEntry(ne)

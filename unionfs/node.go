@@ -136,10 +136,10 @@ func (n *node) where() (*entry, string, syscall.Errno) {
 }
 
 func (u *ufs) rootEntry() *entry {
-	e := &entry{top: u.branches[0], layers: append([]*branch(nil), u.branches...)}
 	var st syscall.Stat_t
-	_ = syscall.Lstat(e.top.path, &st)
-	e.st = idOf(&st)
+	_ = syscall.Lstat(u.branches[0].path, &st)
+	e := newEntry(u.branches[0], &st)
+	e.layers = append([]*branch(nil), u.branches...)
 	return e
 }
 

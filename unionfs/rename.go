@@ -151,11 +151,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 
-	var movedSt syscall.Stat_t
-	if err := syscall.Lstat(dstPath, &movedSt); err != nil {
+	moved, err := lstatEntry(u.rw, dstPath)
+	if err != nil {
 		return errnoOf(err)
 	}
-	moved := newEntry(u.rw, &movedSt)
 	if ch := n.GetChild(name); ch != nil {
 		u.inos.setAlias(moved.st.key(), ch.StableAttr().Ino)
 	} else {

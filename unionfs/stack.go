@@ -65,6 +65,15 @@ func (id *fileID) key() devIno { return devIno{id.Dev, id.Ino} }
 // newEntry is the entry of a file whose top-most copy, in top, has stat st.
 func newEntry(top *branch, st *syscall.Stat_t) *entry { return &entry{top: top, st: idOf(st)} }
 
+// lstatEntry is the entry of the file at p, its top-most copy, in top.
+func lstatEntry(top *branch, p string) (*entry, error) {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, err
+	}
+	return newEntry(top, &st), nil
+}
+
 func (e *entry) isDir() bool { return e.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
 // onlyIn says directory e exists in branch b alone.

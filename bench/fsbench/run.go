@@ -79,9 +79,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			progress(cfg.Progress, "%s: skipped: %v", res.Name, err)
 			continue
 		}
-		removed, err := makeRoom(scratch, cfg.Sizes.scratchBytes(), kept, cfg.Progress, res.Name)
-		if err != nil {
-			return rep, fmt.Errorf("bench fs: %w", err)
+		removed, roomErr := makeRoom(scratch, cfg.Sizes.scratchBytes(), kept, cfg.Progress, res.Name)
+		if roomErr != nil {
+			return rep, fmt.Errorf("bench fs: %w", roomErr)
 		}
 		if removed {
 			kept = nil
