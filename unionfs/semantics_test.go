@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -683,6 +684,30 @@ func TestLowerChangeShowsAfterTimeout(t *testing.T) {
 			t.Fatalf("outside change never showed: g %v, f %v", errG, errF)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestZeroTimeoutCachesNothing: timeouts of 0 in a mount spec make every
+// stat ask the daemon, so a lower change shows at once, not a jiffy later.
+func TestZeroTimeoutCachesNothing(t *testing.T) {
+	spec, err := ParseOptionsAt("dirs=/a:/b,entry_timeout=0,attr_timeout=0,negative_timeout=0", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	for i := range 100 {
+		if err := os.Truncate(tu.b(1, "f"), int64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+		if st := statT(t, tu.m("f")); st.Size != int64(i+1) {
+			t.Fatalf("round %d: size %d through the union right after a lower truncate to %d", i, st.Size, i+1)
+		}
+		name := fmt.Sprintf("n%d", i)
+		mustNotExist(t, tu.m(name))
+		writeFile(t, tu.b(1, name), "")
+		if _, err := os.Lstat(tu.m(name)); err != nil {
+			t.Fatalf("round %d: a name made in the lower branch right after a miss: %v", i, err)
+		}
 	}
 }
 

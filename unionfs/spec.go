@@ -35,13 +35,15 @@ type MountSpec struct {
 }
 
 // The cache lifetimes of the aufs udba levels. reval is the default.
-// Options treats a zero timeout as "the default", so "no caching"
-// (udba=notify, or a timeout of 0) is passed as one nanosecond, which
-// the kernel's cache rounds to nothing.
+// Options treats a zero timeout as "the default", so a timeout of 0 in
+// a spec ("no caching") is passed as a negative one, which Options turns
+// into 0 for the kernel. Not one nanosecond: the kernel rounds a timeout
+// up to whole jiffies, so 1 ns keeps a name or attribute for up to a
+// jiffy (4 ms at HZ=250); only 0 makes it ask every time.
 const (
 	udbaNoneTimeout  = 24 * time.Hour
 	udbaRevalTimeout = time.Second
-	specNoCache      = time.Nanosecond
+	specNoCache      = -time.Nanosecond
 )
 
 // specBadf returns an ErrBadSpec error with the given message.
