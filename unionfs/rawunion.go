@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // rawUnion is the go-fuse node bridge serving a union, with what the
@@ -55,6 +56,10 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 			u.watcher.close()
 		}
 	}
+	// The kernel takes the caller's umask off the mode of each file,
+	// directory and node the union makes before asking for it; this
+	// process's own umask must not be taken off again.
+	unix.Umask(0)
 	raw := newRawUnion(u, root, fsopts)
 	srv, err := fuse.NewServer(raw, dir, &fsopts.MountOptions)
 	if err != nil {

@@ -83,7 +83,9 @@ func withDefaults(o Options) Options {
 // Mount mounts the union of branches (top first) on mountpoint and
 // returns once the mount is ready. Branches are expected validated
 // (see the spec parser); a branch that cannot be opened fails the call
-// and nothing is mounted.
+// and nothing is mounted. Serving a union sets the process's umask to 0:
+// files made through the union get the mode their maker asked for, less
+// the maker's umask only.
 func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) {
 	u, root, fsopts, err := newUnion(branches, opts)
 	if err != nil {
@@ -155,6 +157,10 @@ func fuseOptions(opts Options) *fs.Options {
 		MaxWrite:     512 << 10,
 		MaxReadAhead: 512 << 10,
 		Options:      []string{"default_permissions"},
+		// The kernel checks POSIX ACLs too, as it does for the
+		// branches themselves, and caches them per inode: an ACL is
+		// read once (GETXATTR) rather than with every ls -l.
+		EnableAcl: true,
 		// READDIRPLUS stays on: it answers a listing with the entries'
 		// attributes, so a walk that stats what it lists needs no LOOKUP
 		// per name (see dirHandle.Lookup).

@@ -235,6 +235,50 @@ func TestMountWalkthrough(t *testing.T) {
 	}
 }
 
+// TestMountModesAreTheCallers: a file, directory or fifo made through
+// the union gets the mode its maker asked for less the maker's umask,
+// whatever umask the daemon was started with.
+func TestMountModesAreTheCallers(t *testing.T) {
+	e := newMountEnv(t)
+	old := unix.Umask(0o022) // the daemon starts with it
+	defer unix.Umask(old)
+	e.mustUnionctl("mount", "dirs=./home:./company", "./mnt")
+	for _, c := range []struct {
+		name      string
+		umask     int
+		file, dir uint32 // the modes wanted for 0666 (files, fifos) and 0777
+	}{
+		{"open", 0, 0o666, 0o777},
+		{"group", 0o027, 0o640, 0o750},
+	} {
+		unix.Umask(c.umask)
+		f := filepath.Join(e.mnt, c.name+"-file")
+		if err := os.WriteFile(f, nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(e.mnt, c.name+"-dir")
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(e.mnt, c.name+"-fifo")
+		if err := unix.Mkfifo(p, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		unix.Umask(0o022)
+		for path, want := range map[string]uint32{f: c.file, d: c.dir, p: c.file} {
+			for _, q := range []string{path, filepath.Join(e.dir, "home", filepath.Base(path))} {
+				var st unix.Stat_t
+				if err := unix.Lstat(q, &st); err != nil {
+					t.Fatal(err)
+				}
+				if got := st.Mode & 0o7777; got != want {
+					t.Errorf("umask %03o: %s has mode %04o, want %04o", c.umask, q, got, want)
+				}
+			}
+		}
+	}
+}
+
 // TestMountOptionsForm gives the branches inside -o, with other options,
 // and mounts a read-only union of ro branches.
 func TestMountOptionsForm(t *testing.T) {

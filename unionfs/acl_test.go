@@ -1,0 +1,208 @@
+package unionfs
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nobody is the unprivileged user the permission tests act as.
+const nobody = 65534
+
+// The tags of a POSIX ACL entry, and the id of entries that name none.
+const (
+	aclUserObj     = 0x01
+	aclUser        = 0x02
+	aclGroupObj    = 0x04
+	aclMask        = 0x10
+	aclOther       = 0x20
+	aclUndefinedID = 0xffffffff
+)
+
+// aclEntry is one entry of a POSIX ACL: tag, rwx bits, user or group id.
+type aclEntry struct {
+	tag, perm uint16
+	id        uint32
+}
+
+// encodeACL gives the value of a system.posix_acl_* attribute: version
+// 2, then each entry little-endian, in the kernel's order (by tag).
+func encodeACL(es ...aclEntry) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range es {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return b
+}
+
+// aclNobody is an ACL that gives the owner rw, nobody perm and the rest
+// nothing beyond what mask and other allow.
+func aclNobody(perm, other uint16) []byte {
+	return encodeACL(
+		aclEntry{aclUserObj, 6, aclUndefinedID},
+		aclEntry{aclUser, perm, nobody},
+		aclEntry{aclGroupObj, 4, aclUndefinedID},
+		aclEntry{aclMask, 4, aclUndefinedID},
+		aclEntry{aclOther, other, aclUndefinedID},
+	)
+}
+
+// openForNobody lets nobody walk to dir: the test's temporary
+// directories are made 0700.
+func openForNobody(t *testing.T, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readAsNobody reads path as nobody (cat in a process with nobody's
+// credentials) and returns what it read, or the error cat reported.
+func readAsNobody(t *testing.T, path string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("cat", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", &os.PathError{Op: "cat as nobody", Path: path, Err: syscallErrFrom(errb.String(), err)}
+	}
+	return out.String(), nil
+}
+
+// syscallErrFrom reads EACCES from cat's message, else keeps err.
+func syscallErrFrom(msg string, err error) error {
+	if strings.Contains(msg, "Permission denied") {
+		return syscall.EACCES
+	}
+	return err
+}
+
+// TestPermissionsAndACLsEnforced: the union's permission checks are the
+// branches' own, POSIX ACLs included, for an unprivileged caller; an ACL
+// set through the union copies the file up and takes effect; a default
+// ACL of a directory gives its new files their ACL.
+func TestPermissionsAndACLsEnforced(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{
+		"1:plain":   "plain",
+		"1:granted": "granted",
+		"1:denied":  "denied",
+		"1:later":   "later",
+		"1:d/":      "",
+	}, Options{Passthrough: true})
+	openForNobody(t, tu.mnt)
+	for name, mode := range map[string]os.FileMode{"plain": 0o600, "later": 0o600, "denied": 0o644} {
+		if err := os.Chmod(tu.b(1, name), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// granted: mode 0640 with nobody named for r; denied: mode 0644,
+	// but nobody named with no rights, which bars what other allows.
+	if err := unix.Setxattr(tu.b(1, "granted"), "system.posix_acl_access", aclNobody(4, 0), 0); err != nil {
+		t.Skipf("the branch file system takes no POSIX ACLs: %v", err)
+	}
+	if err := unix.Setxattr(tu.b(1, "denied"), "system.posix_acl_access", aclNobody(0, 4), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := readAsNobody(t, tu.m("plain")); !isEACCES(err) {
+		t.Errorf("nobody reading a 0600 file of root: %v, want permission denied", err)
+	}
+	if got, err := readAsNobody(t, tu.m("granted")); err != nil || got != "granted" {
+		t.Errorf("nobody reading a file whose ACL grants it read: %q, %v", got, err)
+	}
+	if _, err := readAsNobody(t, tu.m("denied")); !isEACCES(err) {
+		t.Errorf("nobody reading a file whose ACL names it with no rights: %v, want permission denied", err)
+	}
+
+	// An ACL set through the union: the file is copied up, the ACL
+	// holds, and reads back as it was set.
+	acl := aclNobody(4, 0)
+	if err := unix.Setxattr(tu.m("later"), "system.posix_acl_access", acl, 0); err != nil {
+		t.Fatalf("set an ACL through the union: %v", err)
+	}
+	if got, err := readAsNobody(t, tu.m("later")); err != nil || got != "later" {
+		t.Errorf("nobody reading a file after an ACL granted it read: %q, %v", got, err)
+	}
+	buf := make([]byte, 256)
+	n, err := unix.Getxattr(tu.b(0, "later"), "system.posix_acl_access", buf)
+	if err != nil || !bytes.Equal(buf[:n], acl) {
+		t.Errorf("ACL of the copied-up file: % x, %v; want % x", buf[:max(n, 0)], err, acl)
+	}
+	if _, err := readAsNobody(t, tu.b(1, "later")); !isEACCES(err) {
+		t.Errorf("the lower file changed with the ACL set through the union: %v", err)
+	}
+
+	// A default ACL on a merged directory reaches the files made in it.
+	def := aclNobody(4, 0)
+	if err := unix.Setxattr(tu.m("d"), "system.posix_acl_default", def, 0); err != nil {
+		t.Fatalf("set a default ACL through the union: %v", err)
+	}
+	writeFile(t, tu.m("d/new"), "new")
+	if got, err := readAsNobody(t, tu.m("d/new")); err != nil || got != "new" {
+		t.Errorf("nobody reading a new file that inherits an ACL granting it read: %q, %v", got, err)
+	}
+	if _, err := unix.Getxattr(tu.b(0, "d/new"), "system.posix_acl_access", buf); err != nil {
+		t.Errorf("the new file has no ACL of its own: %v", err)
+	}
+}
+
+// isEACCES tells whether err is a permission denial.
+func isEACCES(err error) bool { return errors.Is(err, syscall.EACCES) }
+
+// TestOutsideACLChangeShows: the kernel caches an inode's ACL; an ACL
+// changed on a branch from outside shows once the union's cache of that
+// file lapses (short timeouts) or at once under udba=notify.
+func TestOutsideACLChangeShows(t *testing.T) {
+	short := 100 * time.Millisecond
+	notify, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string]Options{
+		"timeouts": {EntryTimeout: short, AttrTimeout: short, NegativeTimeout: short, Passthrough: true},
+		"notify":   notify.Options,
+	} {
+		t.Run(name, func(t *testing.T) {
+			tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, opts)
+			openForNobody(t, tu.mnt)
+			if err := os.Chmod(tu.b(1, "f"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Setxattr(tu.b(1, "f"), "system.posix_acl_access", aclNobody(4, 0), 0); err != nil {
+				t.Skipf("the branch file system takes no POSIX ACLs: %v", err)
+			}
+			if _, err := readAsNobody(t, tu.m("f")); err != nil {
+				t.Fatalf("nobody reading a file whose ACL grants it read: %v", err)
+			}
+			if err := unix.Removexattr(tu.b(1, "f"), "system.posix_acl_access"); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := readAsNobody(t, tu.m("f"))
+				if isEACCES(err) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the ACL removed from the lower file still grants read: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
