@@ -147,6 +147,26 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 		t.Errorf("the lower file changed with the ACL set through the union: %v", err)
 	}
 
+	// A copy-up keeps a lower file's ACL; a chmod through the union
+	// narrows the ACL's mask, as chmod does on the branch.
+	f, err := os.OpenFile(tu.m("granted"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := unix.Getxattr(tu.b(0, "granted"), "system.posix_acl_access", buf); err != nil {
+		t.Errorf("the copy-up of a file with an ACL has none: %v", err)
+	}
+	if got, err := readAsNobody(t, tu.m("granted")); err != nil || got != "granted" {
+		t.Errorf("nobody reading a copied-up file whose ACL grants it read: %q, %v", got, err)
+	}
+	if err := os.Chmod(tu.m("granted"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readAsNobody(t, tu.m("granted")); !isEACCES(err) {
+		t.Errorf("nobody reading a file whose ACL mask chmod 0600 emptied: %v, want permission denied", err)
+	}
+
 	// A default ACL on a merged directory reaches the files made in it.
 	def := aclNobody(4, 0)
 	if err := unix.Setxattr(tu.m("d"), "system.posix_acl_default", def, 0); err != nil {
