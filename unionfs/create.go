@@ -92,27 +92,48 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 // daemonIsRoot says the daemon may give new files the caller's owner.
 var daemonIsRoot = os.Geteuid() == 0
 
-func chownCaller(ctx context.Context, p string) {
-	if c, ok := fuse.FromContext(ctx); ok && daemonIsRoot {
-		_ = syscall.Lchown(p, int(c.Uid), int(c.Gid))
+// callerOwner gives the owner of a file the caller makes in directory
+// pe: the caller's user, and the caller's group unless pe is
+// set-group-ID, where the file keeps the directory's group the branch
+// gave it (gid -1). ok is false when the daemon cannot give owners.
+func callerOwner(ctx context.Context, pe *entry) (uid, gid int, ok bool) {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || !daemonIsRoot {
+		return 0, 0, false
+	}
+	gid = int(c.Gid)
+	if pe.st.Mode&syscall.S_ISGID != 0 {
+		gid = -1
+	}
+	return int(c.Uid), gid, true
+}
+
+// chownCaller gives the new file at p the owner callerOwner says.
+func chownCaller(ctx context.Context, pe *entry, p string) {
+	if uid, gid, ok := callerOwner(ctx, pe); ok {
+		_ = syscall.Lchown(p, uid, gid)
 	}
 }
 
-// fchownCaller gives the new file open as fd the caller's owner, as
-// chownCaller does, and leaves its stat in st. The chown is skipped when
-// the file already has that owner (root creating as root).
-func fchownCaller(ctx context.Context, fd int, st *syscall.Stat_t) syscall.Errno {
+// fchownCaller gives the new file open as fd, made with mode, the
+// owner callerOwner says, and leaves its stat in st. The chown is
+// skipped when the file already has that owner (root creating as root);
+// set-user-ID and set-group-ID bits the chown clears are set again.
+func fchownCaller(ctx context.Context, pe *entry, fd int, mode uint32, st *syscall.Stat_t) syscall.Errno {
 	if err := syscall.Fstat(fd, st); err != nil {
 		return errnoOf(err)
 	}
-	c, ok := fuse.FromContext(ctx)
-	if !ok || !daemonIsRoot || (st.Uid == c.Uid && st.Gid == c.Gid) {
+	uid, gid, ok := callerOwner(ctx, pe)
+	if !ok || (st.Uid == uint32(uid) && (gid == -1 || st.Gid == uint32(gid))) {
 		return 0
 	}
-	if syscall.Fchown(fd, int(c.Uid), int(c.Gid)) == nil {
-		return errnoOf(syscall.Fstat(fd, st))
+	if syscall.Fchown(fd, uid, gid) != nil {
+		return 0
 	}
-	return 0
+	if mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		_ = syscall.Fchmod(fd, mode&07777)
+	}
+	return errnoOf(syscall.Fstat(fd, st))
 }
 
 // Create makes a file in the rw branch and opens it.
@@ -138,7 +159,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errnoOf(err)
 	}
 	var st syscall.Stat_t
-	if errno := fchownCaller(ctx, fd, &st); errno != 0 {
+	if errno := fchownCaller(ctx, pe, fd, mode, &st); errno != 0 {
 		syscall.Close(fd)
 		_ = syscall.Unlink(p)
 		u.ns.Unlock()
@@ -172,21 +193,34 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	tmp := u.tempName("mkdir")
-	if err := syscall.Mkdir(tmp, mode); err != nil {
+	// The directory is made in its parent, so the branch's file system
+	// gives it what it inherits there: the group and set-group-ID bit of
+	// a set-group-ID parent, and the parent's default ACL. One that must
+	// be opaque (a lower directory of that name was removed) is made
+	// under a hidden name (never listed, and removed with the parent's
+	// whiteouts) and renamed into place once it is, so the lower names
+	// never show in it, even after a crash.
+	p := u.rw.join(joinRel(prel, name))
+	le, ok := lowerHas(pe.layers, u.rw, prel, name)
+	opaque := ok && le.isDir()
+	mk := p
+	if opaque {
+		mk = u.rw.join(joinRel(prel, u.hiddenTempName("mkdir")))
+	}
+	if err := syscall.Mkdir(mk, mode); err != nil {
 		return nil, errnoOf(err)
 	}
-	u.watchNewDir(tmp)
-	chownCaller(ctx, tmp)
-	if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() {
-		if errno := makeOpaque(tmp); errno != 0 {
-			_ = os.RemoveAll(tmp)
+	u.watchNewDir(mk)
+	chownCaller(ctx, pe, mk)
+	if opaque {
+		if errno := makeOpaque(mk); errno != 0 {
+			_ = os.RemoveAll(mk)
 			return nil, errno
 		}
-	}
-	if err := syscall.Rename(tmp, u.rw.join(joinRel(prel, name))); err != nil {
-		_ = os.RemoveAll(tmp)
-		return nil, errnoOf(err)
+		if err := syscall.Rename(mk, p); err != nil {
+			_ = os.RemoveAll(mk)
+			return nil, errnoOf(err)
+		}
 	}
 	return n.finishCreate(ctx, pe, prel, name, true, out)
 }
@@ -215,7 +249,7 @@ func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, m
 	if err := mk(p); err != nil {
 		return nil, errnoOf(err)
 	}
-	chownCaller(ctx, p)
+	chownCaller(ctx, pe, p)
 	return n.finishCreate(ctx, pe, prel, name, true, out)
 }
 

@@ -94,6 +94,13 @@ func (u *ufs) longCache() bool { return u.opts.EntryTimeout >= longCacheMin }
 
 func (u *ufs) workDir() string { return u.rw.join(workName) }
 
+// hiddenTempName is a name for a temporary entry of kind made beside
+// the entry it will become: a whiteout name, so never listed, and
+// removed with the whiteouts of its directory.
+func (u *ufs) hiddenTempName(kind string) string {
+	return workName + "." + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)
+}
+
 func (u *ufs) tempName(kind string) string {
 	u.ensureWorkDir()
 	return u.workDir() + "/" + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -179,6 +180,14 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 	if _, err := unix.Getxattr(tu.b(0, "d/new"), "system.posix_acl_access", buf); err != nil {
 		t.Errorf("the new file has no ACL of its own: %v", err)
 	}
+	if err := os.Mkdir(tu.m("d/sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, attr := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
+		if _, err := unix.Getxattr(tu.b(0, "d/sub"), attr, buf); err != nil {
+			t.Errorf("a new directory under a default ACL has no %s: %v", attr, err)
+		}
+	}
 }
 
 // isEACCES tells whether err is a permission denial.
@@ -224,5 +233,83 @@ func TestOutsideACLChangeShows(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// runAsNobody runs argv as nobody and fails the test if it fails.
+func runAsNobody(t *testing.T, argv ...string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v as nobody: %v: %s", argv, err, out)
+	}
+}
+
+// TestNewFilesOwners: what an unprivileged caller makes through the
+// union is its own; in a set-group-ID directory (merged, its rw copy made
+// by the copy-up) it takes the directory's group, and a new directory
+// keeps the set-group-ID bit, as on any Linux file system.
+func TestNewFilesOwners(t *testing.T) {
+	const users = 100
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:open/": "", "1:sgid/": "", "1:sgid/old/": ""}, Options{Passthrough: true})
+	openForNobody(t, tu.mnt)
+	if err := os.Chmod(tu.b(1, "open"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tu.b(1, "sgid"), 0, users); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tu.b(1, "sgid"), 0o777|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	runAsNobody(t, "touch", tu.m("open/f"))
+	runAsNobody(t, "mkdir", tu.m("open/d"))
+	runAsNobody(t, "touch", tu.m("sgid/f"))
+	runAsNobody(t, "mkdir", tu.m("sgid/d"))
+	// A directory made over a removed lower one is opaque, made aside
+	// and renamed into place: it inherits all the same.
+	if err := os.Remove(tu.m("sgid/old")); err != nil {
+		t.Fatal(err)
+	}
+	runAsNobody(t, "mkdir", tu.m("sgid/old"))
+	if _, err := os.Lstat(tu.b(0, "sgid/old/"+opqMarker)); err != nil {
+		t.Errorf("the directory made over a removed lower one is not opaque: %v", err)
+	}
+	// A set-user-ID file made by nobody keeps the bit its chown clears.
+	made := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with nobody's fsuid
+		unix.Setfsgid(nobody)
+		unix.Setfsuid(nobody)
+		fd, err := unix.Open(tu.m("open/suid"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o4755)
+		if err == nil {
+			unix.Close(fd)
+		}
+		made <- err
+	}()
+	if err := <-made; err != nil {
+		t.Fatalf("create a set-user-ID file as nobody: %v", err)
+	}
+	if st := statT(t, tu.m("open/suid")); st.Uid != nobody || st.Mode&07777 != 0o4755 {
+		t.Errorf("set-user-ID file made by nobody: owner %d, mode %04o; want %d, 4755", st.Uid, st.Mode&07777, nobody)
+	}
+	for _, c := range []struct {
+		path     string
+		uid, gid uint32
+		setgid   bool
+	}{
+		{"open/f", nobody, nobody, false},
+		{"open/d", nobody, nobody, false},
+		{"sgid/f", nobody, users, false},
+		{"sgid/d", nobody, users, true},
+		{"sgid/old", nobody, users, true},
+	} {
+		for _, p := range []string{tu.m(c.path), tu.b(0, c.path)} {
+			st := statT(t, p)
+			if st.Uid != c.uid || st.Gid != c.gid || (st.Mode&syscall.S_ISGID != 0) != c.setgid {
+				t.Errorf("%s: owner %d:%d, set-group-ID %v; want %d:%d, %v", p, st.Uid, st.Gid, st.Mode&syscall.S_ISGID != 0, c.uid, c.gid, c.setgid)
+			}
+		}
 	}
 }
