@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,26 +72,32 @@ func openForNobody(t *testing.T, dir string) {
 	}
 }
 
-// readAsNobody reads path as nobody (cat in a process with nobody's
-// credentials) and returns what it read, or the error cat reported.
-func readAsNobody(t *testing.T, path string) (string, error) {
-	t.Helper()
-	cmd := exec.Command("cat", path)
+// asNobody runs argv in a process with nobody's credentials and returns
+// its standard output; its error says EACCES where the command reported
+// a permission denial.
+func asNobody(argv ...string) (string, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return "", &os.PathError{Op: "cat as nobody", Path: path, Err: syscallErrFrom(errb.String(), err)}
+		if strings.Contains(errb.String(), "Permission denied") {
+			err = syscall.EACCES
+		}
+		return "", fmt.Errorf("%s as nobody: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
 }
 
-// syscallErrFrom reads EACCES from cat's message, else keeps err.
-func syscallErrFrom(msg string, err error) error {
-	if strings.Contains(msg, "Permission denied") {
-		return syscall.EACCES
+// readAsNobody reads path as nobody.
+func readAsNobody(path string) (string, error) { return asNobody("cat", path) }
+
+// runAsNobody runs argv as nobody and fails the test if it fails.
+func runAsNobody(t *testing.T, argv ...string) {
+	t.Helper()
+	if _, err := asNobody(argv...); err != nil {
+		t.Fatal(err)
 	}
-	return err
 }
 
 // TestPermissionsAndACLsEnforced: the union's permission checks are the
@@ -120,13 +127,13 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := readAsNobody(t, tu.m("plain")); !isEACCES(err) {
+	if _, err := readAsNobody(tu.m("plain")); !isEACCES(err) {
 		t.Errorf("nobody reading a 0600 file of root: %v, want permission denied", err)
 	}
-	if got, err := readAsNobody(t, tu.m("granted")); err != nil || got != "granted" {
+	if got, err := readAsNobody(tu.m("granted")); err != nil || got != "granted" {
 		t.Errorf("nobody reading a file whose ACL grants it read: %q, %v", got, err)
 	}
-	if _, err := readAsNobody(t, tu.m("denied")); !isEACCES(err) {
+	if _, err := readAsNobody(tu.m("denied")); !isEACCES(err) {
 		t.Errorf("nobody reading a file whose ACL names it with no rights: %v, want permission denied", err)
 	}
 
@@ -136,7 +143,7 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 	if err := unix.Setxattr(tu.m("later"), "system.posix_acl_access", acl, 0); err != nil {
 		t.Fatalf("set an ACL through the union: %v", err)
 	}
-	if got, err := readAsNobody(t, tu.m("later")); err != nil || got != "later" {
+	if got, err := readAsNobody(tu.m("later")); err != nil || got != "later" {
 		t.Errorf("nobody reading a file after an ACL granted it read: %q, %v", got, err)
 	}
 	buf := make([]byte, 256)
@@ -144,7 +151,7 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], acl) {
 		t.Errorf("ACL of the copied-up file: % x, %v; want % x", buf[:max(n, 0)], err, acl)
 	}
-	if _, err := readAsNobody(t, tu.b(1, "later")); !isEACCES(err) {
+	if _, err := readAsNobody(tu.b(1, "later")); !isEACCES(err) {
 		t.Errorf("the lower file changed with the ACL set through the union: %v", err)
 	}
 
@@ -158,13 +165,13 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 	if _, err := unix.Getxattr(tu.b(0, "granted"), "system.posix_acl_access", buf); err != nil {
 		t.Errorf("the copy-up of a file with an ACL has none: %v", err)
 	}
-	if got, err := readAsNobody(t, tu.m("granted")); err != nil || got != "granted" {
+	if got, err := readAsNobody(tu.m("granted")); err != nil || got != "granted" {
 		t.Errorf("nobody reading a copied-up file whose ACL grants it read: %q, %v", got, err)
 	}
 	if err := os.Chmod(tu.m("granted"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readAsNobody(t, tu.m("granted")); !isEACCES(err) {
+	if _, err := readAsNobody(tu.m("granted")); !isEACCES(err) {
 		t.Errorf("nobody reading a file whose ACL mask chmod 0600 emptied: %v, want permission denied", err)
 	}
 
@@ -174,7 +181,7 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 		t.Fatalf("set a default ACL through the union: %v", err)
 	}
 	writeFile(t, tu.m("d/new"), "new")
-	if got, err := readAsNobody(t, tu.m("d/new")); err != nil || got != "new" {
+	if got, err := readAsNobody(tu.m("d/new")); err != nil || got != "new" {
 		t.Errorf("nobody reading a new file that inherits an ACL granting it read: %q, %v", got, err)
 	}
 	if _, err := unix.Getxattr(tu.b(0, "d/new"), "system.posix_acl_access", buf); err != nil {
@@ -215,7 +222,7 @@ func TestOutsideACLChangeShows(t *testing.T) {
 			if err := unix.Setxattr(tu.b(1, "f"), "system.posix_acl_access", aclNobody(4, 0), 0); err != nil {
 				t.Skipf("the branch file system takes no POSIX ACLs: %v", err)
 			}
-			if _, err := readAsNobody(t, tu.m("f")); err != nil {
+			if _, err := readAsNobody(tu.m("f")); err != nil {
 				t.Fatalf("nobody reading a file whose ACL grants it read: %v", err)
 			}
 			if err := unix.Removexattr(tu.b(1, "f"), "system.posix_acl_access"); err != nil {
@@ -223,7 +230,7 @@ func TestOutsideACLChangeShows(t *testing.T) {
 			}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				_, err := readAsNobody(t, tu.m("f"))
+				_, err := readAsNobody(tu.m("f"))
 				if isEACCES(err) {
 					break
 				}
@@ -233,16 +240,6 @@ func TestOutsideACLChangeShows(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
-	}
-}
-
-// runAsNobody runs argv as nobody and fails the test if it fails.
-func runAsNobody(t *testing.T, argv ...string) {
-	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%v as nobody: %v: %s", argv, err, out)
 	}
 }
 
