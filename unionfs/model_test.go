@@ -65,6 +65,8 @@ func (o modelOp) String() string {
 		return fmt.Sprintf("%s %s %s", o.kind, o.a, o.b)
 	case "rename-noreplace":
 		return fmt.Sprintf("rename (noreplace) %s %s", o.a, o.b)
+	case "rename-exchange":
+		return fmt.Sprintf("rename (exchange) %s %s", o.a, o.b)
 	case "chmod":
 		return fmt.Sprintf("chmod %o %s", o.mode, o.a)
 	case "setxattr":
@@ -110,6 +112,8 @@ func (o modelOp) apply(root string) unix.Errno {
 		err = unix.Rename(a, b)
 	case "rename-noreplace":
 		err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_NOREPLACE)
+	case "rename-exchange":
+		err = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 	case "mkfifo":
 		err = unix.Mkfifo(a, 0o640)
 	case "setxattr":
@@ -175,7 +179,7 @@ func (g *modelGen) path(all, dirs []string) string {
 func (g *modelGen) next() modelOp {
 	all, dirs := g.paths()
 	kinds := []string{"create", "create", "append", "overwrite", "truncate", "unlink", "unlink",
-		"mkdir", "rmdir", "rmdir", "rename", "rename", "rename", "rename-noreplace", "link", "symlink",
+		"mkdir", "rmdir", "rmdir", "rename", "rename", "rename", "rename-noreplace", "rename-exchange", "link", "symlink",
 		"mkfifo", "chmod", "setxattr", "removexattr"}
 	o := modelOp{kind: kinds[g.r.IntN(len(kinds))], a: g.path(all, dirs)}
 	switch o.kind {
@@ -183,7 +187,7 @@ func (g *modelGen) next() modelOp {
 		o.data = strings.Repeat(strconv.Itoa(g.r.IntN(10)), 1+g.r.IntN(300))
 	case "truncate":
 		o.size = int64(g.r.IntN(100))
-	case "rename", "rename-noreplace", "link":
+	case "rename", "rename-noreplace", "rename-exchange", "link":
 		o.b = g.path(all, dirs)
 		if o.kind != "link" && g.r.IntN(4) == 0 && len(dirs) > 1 {
 			// A directory moved, maybe into itself (EINVAL) or over

@@ -14,15 +14,19 @@ var _ fs.NodeRenamer = (*node)(nil)
 // Rename moves files and directories across branches (never EXDEV). The
 // source ends up in the rw branch under the new name; a lower directory
 // is copied up with its merged contents; the old name is whited out when
-// a lower branch still has it. RENAME_NOREPLACE is honoured;
-// RENAME_EXCHANGE gives EINVAL.
+// a lower branch still has it. RENAME_NOREPLACE is honoured, and
+// RENAME_EXCHANGE swaps two names (see exchange).
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	u := n.u
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
 	}
-	if flags&^uint32(unix.RENAME_NOREPLACE) != 0 {
+	switch flags {
+	case 0, unix.RENAME_NOREPLACE:
+	case unix.RENAME_EXCHANGE:
+		return n.exchange(ctx, name, np, newName)
+	default:
 		return syscall.EINVAL
 	}
 	if isWhiteoutName(name) {
@@ -32,12 +36,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errno
 	}
 	// Copy a file's data up before taking the namespace lock.
-	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok && ch.Mode()&syscall.S_IFMT != syscall.S_IFDIR {
-			if errno := u.copyUp(ctx, cn, true); errno != 0 {
-				return errno
-			}
-		}
+	if errno := n.copyUpChildFile(ctx, name); errno != 0 {
+		return errno
 	}
 
 	u.lockNS()
@@ -245,4 +245,180 @@ func (u *ufs) copyLinked(ce *entry, crel, cdst string, links map[devIno]string) 
 		links[k] = cdst
 	}
 	return 0
+}
+
+// copyUpChildFile copies up the data of n's child name, when the kernel
+// knows it and it is not a directory, before a rename takes the
+// namespace lock.
+func (n *node) copyUpChildFile(ctx context.Context, name string) syscall.Errno {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && ch.Mode()&syscall.S_IFMT != syscall.S_IFDIR {
+			return n.u.copyUp(ctx, cn, true)
+		}
+	}
+	return 0
+}
+
+// exchange swaps name in n and newName in np (RENAME_EXCHANGE). Both
+// become rw entries first: a file is copied up, and a directory with
+// lower parts is flattened into an opaque rw copy of its merged
+// contents (see flattenDir); then renameat2 swaps them in the rw branch
+// at once. Both names still exist after, so whatever lower entries they
+// had stay hidden; a directory that lands on a name a lower directory
+// also has is made opaque.
+func (n *node) exchange(ctx context.Context, name string, np *node, newName string) syscall.Errno {
+	u := n.u
+	if u.rw == nil {
+		return syscall.EROFS
+	}
+	if isWhiteoutName(name) || isWhiteoutName(newName) {
+		return syscall.ENOENT
+	}
+	if errno := n.copyUpChildFile(ctx, name); errno != 0 {
+		return errno
+	}
+	if errno := np.copyUpChildFile(ctx, newName); errno != 0 {
+		return errno
+	}
+
+	u.lockNS()
+	defer u.ns.Unlock()
+	if errno := u.ensureUpperDir(n); errno != 0 {
+		return errno
+	}
+	if errno := u.ensureUpperDir(np); errno != 0 {
+		return errno
+	}
+	type side struct {
+		parent    *node
+		pe, e     *entry // the parent's entry and the name's
+		rel, name string // the parent's path and the name
+	}
+	var sides [2]side
+	for i, s := range []side{{parent: n, name: name}, {parent: np, name: newName}} {
+		pe, prel, errno := s.parent.resolve()
+		if errno != 0 {
+			return errno
+		}
+		e, errno := lookupIn(pe.layers, prel, s.name)
+		if errno != 0 {
+			return errno
+		}
+		s.pe, s.rel, s.e = pe, prel, e
+		sides[i] = s
+	}
+	if sides[0].e.st.key() == sides[1].e.st.key() {
+		return 0 // two names of one file: nothing to swap
+	}
+	for _, s := range sides {
+		if errno := u.makeRW(s.parent, s.e, s.rel, s.name); errno != 0 {
+			return errno
+		}
+	}
+	a, b := u.rw.join(joinRel(sides[0].rel, name)), u.rw.join(joinRel(sides[1].rel, newName))
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+		return errnoOf(err)
+	}
+	dirs := false
+	for i, s := range sides {
+		p := u.rw.join(joinRel(s.rel, s.name))
+		moved, err := lstatEntry(u.rw, p)
+		if err != nil {
+			return errnoOf(err)
+		}
+		if moved.isDir() {
+			dirs = true
+			if le, ok := lowerHas(s.pe.layers, u.rw, s.rel, s.name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
+				if errno := makeOpaque(p); errno != 0 {
+					return errno
+				}
+			}
+		}
+		// The node that was at the other side's name is now here.
+		other := sides[1-i]
+		if ch := other.parent.GetChild(other.name); ch != nil {
+			if cn, ok := ch.Operations().(*node); ok {
+				cn.mu.Lock()
+				cn.e = moved
+				cn.gen = u.gen.Load()
+				cn.mu.Unlock()
+			}
+		}
+	}
+	if dirs {
+		for _, s := range sides {
+			u.dirGone(joinRel(s.rel, s.name))
+		}
+		// Everything below may have moved branch: resolve afresh.
+		u.gen.Add(1)
+	}
+	return 0
+}
+
+// makeRW makes name in directory parent (at rel), whose entry is e, an
+// entry of the rw branch alone: a file is copied up, a directory with
+// lower parts flattened. Its union inode number stays.
+func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
+	if e.top == u.rw && (!e.isDir() || len(e.layers) == 1) {
+		return 0
+	}
+	crel := joinRel(rel, name)
+	p := u.rw.join(crel)
+	if e.isDir() {
+		if errno := u.flattenDir(e, crel); errno != 0 {
+			return errno
+		}
+	} else {
+		tmp, _, errno := u.copyToTemp(e.top.join(crel), true)
+		if errno != 0 {
+			return errno
+		}
+		if err := syscall.Rename(tmp, p); err != nil {
+			_ = os.RemoveAll(tmp)
+			return errnoOf(err)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return errnoOf(err)
+	}
+	if ch := parent.GetChild(name); ch != nil {
+		u.inos.setAlias(keyOf(&st), ch.StableAttr().Ino)
+		if cn, ok := ch.Operations().(*node); ok && !e.isDir() {
+			cn.mu.Lock()
+			cn.copyGen++
+			cn.mu.Unlock()
+		}
+	} else {
+		u.inos.alias(e.st.key(), keyOf(&st))
+	}
+	return 0
+}
+
+// flattenDir replaces the merged directory e at rel by an opaque rw
+// directory holding its merged contents (rw files moved by hard links,
+// lower ones copied), made aside and swapped into place.
+func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
+	tmp := u.tempName("flat")
+	if errno := u.copyTree(e, rel, tmp, map[devIno]string{}); errno != 0 {
+		_ = os.RemoveAll(tmp)
+		return errno
+	}
+	if errno := makeOpaque(tmp); errno != 0 {
+		_ = os.RemoveAll(tmp)
+		return errno
+	}
+	p := u.rw.join(rel)
+	if e.top != u.rw {
+		if err := syscall.Rename(tmp, p); err != nil {
+			_ = os.RemoveAll(tmp)
+			return errnoOf(err)
+		}
+		return 0
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
+		_ = os.RemoveAll(tmp)
+		return errnoOf(err)
+	}
+	return removeTree(tmp) // the old rw directory, now aside
 }
