@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionstack/unionstack/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +59,14 @@ func aclNobody(perm, other uint16) []byte {
 		aclEntry{aclMask, 4, aclUndefinedID},
 		aclEntry{aclOther, other, aclUndefinedID},
 	)
+}
+
+// needACLs sets acl as the access ACL of branch file p, or skips (fails
+// under UNIONSTACK_REQUIRE_ALL) where the branch file system has no ACLs.
+func needACLs(t *testing.T, p string, acl []byte) {
+	t.Helper()
+	err := unix.Setxattr(p, "system.posix_acl_access", acl, 0)
+	testenv.Need(t, err == nil, fmt.Sprintf("POSIX ACLs on the branch file system (%v)", err))
 }
 
 // openForNobody lets nobody walk to dir: the test's temporary
@@ -120,9 +129,7 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 	}
 	// granted: mode 0640 with nobody named for r; denied: mode 0644,
 	// but nobody named with no rights, which bars what other allows.
-	if err := unix.Setxattr(tu.b(1, "granted"), "system.posix_acl_access", aclNobody(4, 0), 0); err != nil {
-		t.Skipf("the branch file system takes no POSIX ACLs: %v", err)
-	}
+	needACLs(t, tu.b(1, "granted"), aclNobody(4, 0))
 	if err := unix.Setxattr(tu.b(1, "denied"), "system.posix_acl_access", aclNobody(0, 4), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -219,9 +226,7 @@ func TestOutsideACLChangeShows(t *testing.T) {
 			if err := os.Chmod(tu.b(1, "f"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if err := unix.Setxattr(tu.b(1, "f"), "system.posix_acl_access", aclNobody(4, 0), 0); err != nil {
-				t.Skipf("the branch file system takes no POSIX ACLs: %v", err)
-			}
+			needACLs(t, tu.b(1, "f"), aclNobody(4, 0))
 			if _, err := readAsNobody(tu.m("f")); err != nil {
 				t.Fatalf("nobody reading a file whose ACL grants it read: %v", err)
 			}
