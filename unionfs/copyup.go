@@ -276,10 +276,13 @@ func copyRangeRW(ifd, ofd int, off, n int64) error {
 
 // copyMeta gives dst the xattrs, owner, mode and times of src.
 func copyMeta(src, dst string, st *syscall.Stat_t) error {
-	if err := copyXattrs(src, dst); err != nil {
+	// The owner first: a chown drops file capabilities
+	// (security.capability) and set-user-ID bits, so the attributes and
+	// the mode come after it.
+	if err := syscall.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
-	if err := syscall.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	if err := copyXattrs(src, dst); err != nil {
 		return err
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
