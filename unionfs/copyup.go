@@ -295,19 +295,13 @@ func copyMeta(src, dst string, st *syscall.Stat_t) error {
 }
 
 func copyXattrs(src, dst string) error {
-	sz, err := unix.Llistxattr(src, nil)
-	if err != nil || sz == 0 {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return err
+	list, errno := listXattrNames(src)
+	if errno == syscall.ENOTSUP {
+		return nil
+	} else if errno != 0 {
+		return errno
 	}
-	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(src, buf)
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Split(string(buf[:sz]), "\x00") {
+	for _, name := range strings.Split(string(list), "\x00") {
 		if name == "" {
 			continue
 		}

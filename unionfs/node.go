@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"syscall"
@@ -380,14 +381,53 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(sz), errnoOf(err)
 }
 
-// Listxattr lists the attributes of the top-most copy.
+// Listxattr lists the attributes of the top-most copy. The daemon reads
+// them as root, so trusted.* names are taken out of the list for any
+// other caller, as Linux file systems (and kernel overlayfs) list them.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	_, p, errno := n.where()
 	if errno != 0 {
 		return 0, errno
 	}
-	sz, err := unix.Llistxattr(p, dest)
-	return uint32(sz), errnoOf(err)
+	if c, ok := fuse.FromContext(ctx); !ok || c.Uid == 0 {
+		sz, err := unix.Llistxattr(p, dest)
+		return uint32(sz), errnoOf(err)
+	}
+	list, errno := listXattrNames(p)
+	if errno != 0 {
+		return 0, errno
+	}
+	var out []byte
+	for name := range bytes.SplitSeq(list, []byte{0}) {
+		if len(name) > 0 && !bytes.HasPrefix(name, []byte("trusted.")) {
+			out = append(append(out, name...), 0)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(out)), 0
+	}
+	if len(dest) < len(out) {
+		return 0, syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
+}
+
+// listXattrNames reads the NUL-separated names of p's attributes.
+func listXattrNames(p string) ([]byte, syscall.Errno) {
+	for {
+		sz, err := unix.Llistxattr(p, nil)
+		if err != nil || sz == 0 {
+			return nil, errnoOf(err)
+		}
+		buf := make([]byte, sz)
+		sz, err = unix.Llistxattr(p, buf)
+		if err == nil {
+			return buf[:sz], 0
+		}
+		if err != syscall.ERANGE { // else the list grew between the calls
+			return nil, errnoOf(err)
+		}
+	}
 }
 
 // Setxattr copies up and sets an attribute.

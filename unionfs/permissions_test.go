@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,6 +249,56 @@ func TestOutsideACLChangeShows(t *testing.T) {
 	}
 }
 
+// onNobodyThread runs f on a thread whose file system ids are nobody's:
+// the kernel checks those, and FUSE reports them as the caller.
+func onNobodyThread(f func() error) error {
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with nobody's ids
+		unix.Setfsgid(nobody)
+		unix.Setfsuid(nobody)
+		done <- f()
+	}()
+	return <-done
+}
+
+// TestListxattrHidesTrustedFromUsers: trusted.* names are listed to root
+// only, as Linux file systems (and kernel overlayfs) list them.
+func TestListxattrHidesTrustedFromUsers(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, Options{Passthrough: true})
+	openForNobody(t, tu.mnt)
+	for k, v := range map[string]string{"trusted.secret": "s", "user.open": "o"} {
+		if err := unix.Lsetxattr(tu.b(1, "f"), k, []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func() (string, error) {
+		buf := make([]byte, 256)
+		n, err := unix.Llistxattr(tu.m("f"), buf)
+		if err != nil {
+			return "", err
+		}
+		size, err := unix.Llistxattr(tu.m("f"), nil)
+		if err == nil && size != n {
+			err = fmt.Errorf("the size asked for (%d) is not the list's (%d)", size, n)
+		}
+		names := strings.Split(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00")
+		sort.Strings(names)
+		return strings.Join(names, " "), err
+	}
+	if got, err := list(); err != nil || got != "trusted.secret user.open" {
+		t.Errorf("root lists %q, %v; want trusted.secret user.open", got, err)
+	}
+	var got string
+	err := onNobodyThread(func() (err error) {
+		got, err = list()
+		return err
+	})
+	if err != nil || got != "user.open" {
+		t.Errorf("nobody lists %q, %v; want user.open", got, err)
+	}
+}
+
 // TestNewFilesOwners: what an unprivileged caller makes through the
 // union is its own; in a set-group-ID directory (merged, its rw copy made
 // by the copy-up) it takes the directory's group, and a new directory
@@ -279,18 +330,14 @@ func TestNewFilesOwners(t *testing.T) {
 		t.Errorf("the directory made over a removed lower one is not opaque: %v", err)
 	}
 	// A set-user-ID file made by nobody keeps the bit its chown clears.
-	made := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with nobody's fsuid
-		unix.Setfsgid(nobody)
-		unix.Setfsuid(nobody)
+	err := onNobodyThread(func() error {
 		fd, err := unix.Open(tu.m("open/suid"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o4755)
 		if err == nil {
 			unix.Close(fd)
 		}
-		made <- err
-	}()
-	if err := <-made; err != nil {
+		return err
+	})
+	if err != nil {
 		t.Fatalf("create a set-user-ID file as nobody: %v", err)
 	}
 	if st := statT(t, tu.m("open/suid")); st.Uid != nobody || st.Mode&07777 != 0o4755 {
