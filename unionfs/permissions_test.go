@@ -340,6 +340,18 @@ func TestNewFilesOwners(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create a set-user-ID file as nobody: %v", err)
 	}
+	// So does an unnamed file (O_TMPFILE) linked in later.
+	err = onNobodyThread(func() error {
+		fd, err := unix.Open(tu.m("sgid"), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, tu.m("sgid/tmp"), unix.AT_SYMLINK_FOLLOW)
+	})
+	if err != nil {
+		t.Fatalf("make and link an unnamed file as nobody: %v", err)
+	}
 	if st := statT(t, tu.m("open/suid")); st.Uid != nobody || st.Mode&07777 != 0o4755 {
 		t.Errorf("set-user-ID file made by nobody: owner %d, mode %04o; want %d, 4755", st.Uid, st.Mode&07777, nobody)
 	}
@@ -353,6 +365,7 @@ func TestNewFilesOwners(t *testing.T) {
 		{"sgid/f", nobody, users, false},
 		{"sgid/d", nobody, users, true},
 		{"sgid/old", nobody, users, true},
+		{"sgid/tmp", nobody, users, false},
 	} {
 		for _, p := range []string{tu.m(c.path), tu.b(0, c.path)} {
 			st := statT(t, p)

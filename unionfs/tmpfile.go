@@ -23,7 +23,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		u.ns.Unlock()
 		return nil, nil, 0, errno
 	}
-	_, prel, errno := n.resolve()
+	pe, prel, errno := n.resolve()
 	if errno != 0 {
 		u.ns.Unlock()
 		return nil, nil, 0, errno
@@ -34,13 +34,10 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if err != nil {
 		return nil, nil, 0, errnoOf(err)
 	}
-	if c, ok := fuse.FromContext(ctx); ok {
-		_ = syscall.Fchown(fd, int(c.Uid), int(c.Gid))
-	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
+	if errno := fchownCaller(ctx, pe, fd, mode, &st); errno != 0 {
 		syscall.Close(fd)
-		return nil, nil, 0, errnoOf(err)
+		return nil, nil, 0, errno
 	}
 	e := newEntry(u.rw, &st)
 	keep, err := syscall.Dup(fd)
