@@ -42,10 +42,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 	u.lockNS()
 	defer u.ns.Unlock()
-	if errno := u.ensureUpperDir(n); errno != 0 {
-		return errno
-	}
-	if errno := u.ensureUpperDir(np); errno != 0 {
+	if errno := u.ensureUpperDirs(n, np); errno != 0 {
 		return errno
 	}
 	pe, prel, errno := n.resolve()
@@ -283,10 +280,7 @@ func (n *node) exchange(ctx context.Context, name string, np *node, newName stri
 
 	u.lockNS()
 	defer u.ns.Unlock()
-	if errno := u.ensureUpperDir(n); errno != 0 {
-		return errno
-	}
-	if errno := u.ensureUpperDir(np); errno != 0 {
+	if errno := u.ensureUpperDirs(n, np); errno != 0 {
 		return errno
 	}
 	type side struct {
@@ -421,4 +415,15 @@ func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
 		return errnoOf(err)
 	}
 	return removeTree(tmp) // the old rw directory, now aside
+}
+
+// ensureUpperDirs gives each of dirs an rw copy (see ensureUpperDir).
+// The caller holds ns exclusively.
+func (u *ufs) ensureUpperDirs(dirs ...*node) syscall.Errno {
+	for _, d := range dirs {
+		if errno := u.ensureUpperDir(d); errno != 0 {
+			return errno
+		}
+	}
+	return 0
 }
