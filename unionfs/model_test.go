@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -223,24 +224,25 @@ func modelTree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		perm := st.Mode & 0o7777
+		owner := fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 		xattrs := modelXattrs(p)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			out[rel] = fmt.Sprintf("dir %o%s", perm, xattrs)
+			out[rel] = fmt.Sprintf("dir %o %s%s", perm, owner, xattrs)
 		case unix.S_IFLNK:
 			target, err := os.Readlink(p)
 			if err != nil {
 				return err
 			}
-			out[rel] = fmt.Sprintf("symlink -> %s", target)
+			out[rel] = fmt.Sprintf("symlink %s -> %s", owner, target)
 		case unix.S_IFREG:
 			data, err := os.ReadFile(p)
 			if err != nil {
 				return err
 			}
-			out[rel] = fmt.Sprintf("file %o nlink %d size %d sha %x%s", perm, st.Nlink, st.Size, sha256.Sum256(data), xattrs)
+			out[rel] = fmt.Sprintf("file %o %s nlink %d size %d sha %x%s", perm, owner, st.Nlink, st.Size, sha256.Sum256(data), xattrs)
 		default:
-			out[rel] = fmt.Sprintf("type %o %o nlink %d", st.Mode&unix.S_IFMT, perm, st.Nlink)
+			out[rel] = fmt.Sprintf("type %o %o %s nlink %d", st.Mode&unix.S_IFMT, perm, owner, st.Nlink)
 		}
 		return nil
 	})
@@ -302,7 +304,8 @@ func treeDiff(want, got map[string]string) []string {
 var modelOptionSets = []string{"", "udba=none", "udba=notify,passthrough=all", "passthrough=off"}
 
 // TestModelRandomOps: see the comment at the top of this file. Each set
-// of options and seed is a subtest; UNIONFS_MODEL_SEEDS=N runs N seeds
+// of options and seed is a subtest, run by root and again by nobody
+// (see runModel); UNIONFS_MODEL_SEEDS=N runs N seeds
 // instead of 4, and UNIONFS_MODEL_SEED=S only seed S.
 func TestModelRandomOps(t *testing.T) {
 	needFUSE(t)
@@ -324,7 +327,8 @@ func TestModelRandomOps(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			for _, seed := range seeds {
-				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { runModel(t, seed, 300, opts) })
+				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { runModel(t, seed, 300, opts, false) })
+				t.Run(fmt.Sprintf("seed%d-as-nobody", seed), func(t *testing.T) { runModel(t, seed, 300, opts, true) })
 			}
 		})
 	}
@@ -347,12 +351,27 @@ func modelOptions(t *testing.T, set string) Options {
 }
 
 // runModel runs steps random operations with the given seed on a union
-// mounted with opts.
-func runModel(t *testing.T, seed uint64, steps int, opts Options) {
+// mounted with opts. asNobody makes nobody the caller of every
+// operation (on a thread with nobody's file system ids), in a tree where
+// nobody owns c and d, may write in o and may only read a: the union
+// must grant and refuse as the plain tree does, and give what nobody
+// makes nobody's owner.
+func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool) {
 	tu := mountUnion(t, []Mode{RW, RO, RO}, modelFiles, opts)
+	apply := modelOp.apply
+	if asNobody {
+		for _, b := range tu.branches {
+			shareModelTree(t, b)
+		}
+		openForNobody(t, tu.mnt)
+		apply = nobodyApplier(t)
+	}
 	ref := filepath.Join(t.TempDir(), "ref")
 	if out, err := exec.Command("cp", "-a", tu.mnt+"/.", ref).CombinedOutput(); err != nil {
 		t.Fatalf("copy the merged tree: %v %s", err, out)
+	}
+	if asNobody {
+		openForNobody(t, ref)
 	}
 	lowers := map[int]map[string]string{1: modelTree(t, tu.branches[1]), 2: modelTree(t, tu.branches[2])}
 	var done []string // the steps so far, for messages
@@ -366,7 +385,7 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options) {
 	g := &modelGen{r: rand.New(rand.NewPCG(seed, 0x756e696f6e)), ref: ref}
 	for i := range steps {
 		o := g.next()
-		want, got := o.apply(ref), o.apply(tu.mnt)
+		want, got := apply(o, ref), apply(o, tu.mnt)
 		done = append(done, fmt.Sprintf("%d: %v -> %v", i, o, want))
 		if want != got {
 			t.Fatalf("seed %d, step %d: %v: union says %v, plain tree %v; steps:\n%s", seed, i, o, errnoName(got), errnoName(want), strings.Join(done, "\n"))
@@ -388,6 +407,49 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options) {
 	}
 	if names := whiteoutNames(t, tu.mnt); len(names) > 0 {
 		t.Errorf("seed %d: the union lists %v", seed, names)
+	}
+}
+
+// shareModelTree gives nobody the c and d trees of branch b and makes
+// its o directories writable by all; a stays root's.
+func shareModelTree(t *testing.T, b string) {
+	t.Helper()
+	for _, top := range []string{"c", "d"} {
+		err := filepath.WalkDir(filepath.Join(b, top), func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return unix.Lchown(p, nobody, nobody)
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Chmod(filepath.Join(b, "o"), 0o777); err != nil && !errors.Is(err, unix.ENOENT) {
+		t.Fatal(err)
+	}
+}
+
+// nobodyApplier returns an apply that makes each change on one thread
+// whose file system ids are nobody's; the thread ends with the test.
+func nobodyApplier(t *testing.T) func(modelOp, string) unix.Errno {
+	type job struct {
+		o    modelOp
+		root string
+	}
+	jobs, results := make(chan job), make(chan unix.Errno)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with nobody's ids
+		unix.Setfsgid(nobody)
+		unix.Setfsuid(nobody)
+		for j := range jobs {
+			results <- j.o.apply(j.root)
+		}
+	}()
+	t.Cleanup(func() { close(jobs) })
+	return func(o modelOp, root string) unix.Errno {
+		jobs <- job{o, root}
+		return <-results
 	}
 }
 
