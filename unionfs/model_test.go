@@ -198,7 +198,7 @@ func (g *modelGen) next() modelOp {
 	case "symlink":
 		o.b = modelNames[g.r.IntN(len(modelNames))]
 	case "chmod":
-		o.mode = []uint32{0o600, 0o644, 0o755, 0o700, 0o444}[g.r.IntN(5)]
+		o.mode = []uint32{0o600, 0o644, 0o755, 0o700, 0o444, 0o2777, 0o1777}[g.r.IntN(7)]
 	case "setxattr", "removexattr":
 		o.b = []string{"user.k1", "user.k2"}[g.r.IntN(2)]
 		o.data = strconv.Itoa(g.r.IntN(1000))
@@ -353,7 +353,8 @@ func modelOptions(t *testing.T, set string) Options {
 // runModel runs steps random operations with the given seed on a union
 // mounted with opts. asNobody makes nobody the caller of every
 // operation (on a thread with nobody's file system ids), in a tree where
-// nobody owns c and d, may write in o and may only read a: the union
+// nobody owns c and d, may write in o (sticky, set-group-ID) and may
+// only read a: the union
 // must grant and refuse as the plain tree does, and give what nobody
 // makes nobody's owner.
 func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool) {
@@ -411,7 +412,8 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool)
 }
 
 // shareModelTree gives nobody the c and d trees of branch b and makes
-// its o directories writable by all; a stays root's.
+// its o directories writable by all, sticky and set-group-ID (so what
+// nobody makes there is in root's group); a stays root's.
 func shareModelTree(t *testing.T, b string) {
 	t.Helper()
 	for _, top := range []string{"c", "d"} {
@@ -425,7 +427,7 @@ func shareModelTree(t *testing.T, b string) {
 			t.Fatal(err)
 		}
 	}
-	if err := unix.Chmod(filepath.Join(b, "o"), 0o777); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.Chmod(filepath.Join(b, "o"), 0o3777); err != nil && !errors.Is(err, unix.ENOENT) {
 		t.Fatal(err)
 	}
 }
