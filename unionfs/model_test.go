@@ -53,11 +53,12 @@ var modelNames = []string{"x", "y", "z", "b", "e", "f", "n1", "n2", "gone", "kep
 
 // modelOp is one change, applied the same way to both trees.
 type modelOp struct {
-	kind string
-	a, b string // paths relative to the root (b: rename or link target, symlink text)
-	data string
-	mode uint32
-	size int64
+	kind     string
+	a, b     string // paths relative to the root (b: rename or link target, symlink text)
+	data     string
+	mode     uint32
+	size     int64
+	uid, gid int // chown
 }
 
 func (o modelOp) String() string {
@@ -70,6 +71,8 @@ func (o modelOp) String() string {
 		return fmt.Sprintf("rename (exchange) %s %s", o.a, o.b)
 	case "chmod":
 		return fmt.Sprintf("chmod %o %s", o.mode, o.a)
+	case "chown":
+		return fmt.Sprintf("chown %d:%d %s", o.uid, o.gid, o.a)
 	case "setxattr":
 		return fmt.Sprintf("setxattr %s %s=%q", o.a, o.b, o.data)
 	case "removexattr":
@@ -127,6 +130,8 @@ func (o modelOp) apply(root string) unix.Errno {
 		err = unix.Symlink(o.b, a)
 	case "chmod":
 		err = unix.Chmod(a, o.mode)
+	case "chown":
+		err = unix.Lchown(a, o.uid, o.gid)
 	default:
 		panic("unknown model op " + o.kind)
 	}
@@ -181,7 +186,7 @@ func (g *modelGen) next() modelOp {
 	all, dirs := g.paths()
 	kinds := []string{"create", "create", "append", "overwrite", "truncate", "unlink", "unlink",
 		"mkdir", "rmdir", "rmdir", "rename", "rename", "rename", "rename-noreplace", "rename-exchange", "link", "symlink",
-		"mkfifo", "chmod", "setxattr", "removexattr"}
+		"mkfifo", "chmod", "chown", "setxattr", "removexattr"}
 	o := modelOp{kind: kinds[g.r.IntN(len(kinds))], a: g.path(all, dirs)}
 	switch o.kind {
 	case "create", "append", "overwrite":
@@ -199,6 +204,9 @@ func (g *modelGen) next() modelOp {
 		o.b = modelNames[g.r.IntN(len(modelNames))]
 	case "chmod":
 		o.mode = []uint32{0o600, 0o644, 0o755, 0o700, 0o444, 0o2777, 0o1777}[g.r.IntN(7)]
+	case "chown":
+		o.uid = []int{-1, 0, nobody}[g.r.IntN(3)]
+		o.gid = []int{-1, 0, nobody, 100}[g.r.IntN(4)]
 	case "setxattr", "removexattr":
 		o.b = []string{"user.k1", "user.k2"}[g.r.IntN(2)]
 		o.data = strconv.Itoa(g.r.IntN(1000))
