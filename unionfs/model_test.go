@@ -73,6 +73,8 @@ func (o modelOp) String() string {
 		return fmt.Sprintf("chmod %o %s", o.mode, o.a)
 	case "chown":
 		return fmt.Sprintf("chown %d:%d %s", o.uid, o.gid, o.a)
+	case "setacl":
+		return fmt.Sprintf("setacl %s % x", o.a, o.data)
 	case "setxattr":
 		return fmt.Sprintf("setxattr %s %s=%q", o.a, o.b, o.data)
 	case "removexattr":
@@ -132,6 +134,8 @@ func (o modelOp) apply(root string) unix.Errno {
 		err = unix.Chmod(a, o.mode)
 	case "chown":
 		err = unix.Lchown(a, o.uid, o.gid)
+	case "setacl":
+		err = unix.Setxattr(a, "system.posix_acl_access", []byte(o.data), 0)
 	default:
 		panic("unknown model op " + o.kind)
 	}
@@ -186,7 +190,7 @@ func (g *modelGen) next() modelOp {
 	all, dirs := g.paths()
 	kinds := []string{"create", "create", "append", "overwrite", "truncate", "unlink", "unlink",
 		"mkdir", "rmdir", "rmdir", "rename", "rename", "rename", "rename-noreplace", "rename-exchange", "link", "symlink",
-		"mkfifo", "chmod", "chown", "setxattr", "removexattr"}
+		"mkfifo", "chmod", "chown", "setacl", "setxattr", "removexattr"}
 	o := modelOp{kind: kinds[g.r.IntN(len(kinds))], a: g.path(all, dirs)}
 	switch o.kind {
 	case "create", "append", "overwrite":
@@ -204,6 +208,8 @@ func (g *modelGen) next() modelOp {
 		o.b = modelNames[g.r.IntN(len(modelNames))]
 	case "chmod":
 		o.mode = []uint32{0o600, 0o644, 0o755, 0o700, 0o444, 0o2777, 0o1777}[g.r.IntN(7)]
+	case "setacl":
+		o.data = string(aclNobody([]uint16{0, 4, 6}[g.r.IntN(3)], []uint16{0, 4}[g.r.IntN(2)]))
 	case "chown":
 		o.uid = []int{-1, 0, nobody}[g.r.IntN(3)]
 		o.gid = []int{-1, 0, nobody, 100}[g.r.IntN(4)]
@@ -260,7 +266,8 @@ func modelTree(t *testing.T, root string) map[string]string {
 	return out
 }
 
-// modelXattrs describes the user.* extended attributes of p.
+// modelXattrs describes the user.* extended attributes of p, and its
+// access ACL.
 func modelXattrs(p string) string {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
@@ -269,7 +276,7 @@ func modelXattrs(p string) string {
 	}
 	var parts []string
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
+		if !strings.HasPrefix(name, "user.") && name != "system.posix_acl_access" {
 			continue
 		}
 		v := make([]byte, 256)
@@ -278,7 +285,7 @@ func modelXattrs(p string) string {
 			parts = append(parts, name+": "+err.Error())
 			continue
 		}
-		parts = append(parts, name+"="+string(v[:m]))
+		parts = append(parts, fmt.Sprintf("%s=%q", name, v[:m]))
 	}
 	if len(parts) == 0 {
 		return ""

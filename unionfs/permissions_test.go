@@ -299,6 +299,41 @@ func TestListxattrHidesTrustedFromUsers(t *testing.T) {
 	}
 }
 
+// TestACLByOutsiderClearsSetgid: an access ACL set by its owner, who is
+// not in the file's group, clears the file's set-group-ID bit, as on a
+// local file system (the kernel asks the daemon to, which sets the ACL
+// as root).
+func TestACLByOutsiderClearsSetgid(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, Options{Passthrough: true})
+	openForNobody(t, tu.mnt)
+	if err := unix.Lchown(tu.b(1, "f"), nobody, 0); err != nil {
+		t.Fatal(err)
+	}
+	needACLs(t, tu.b(1, "f"), aclNobody(4, 0))
+	if err := unix.Chmod(tu.b(1, "f"), 0o2775); err != nil {
+		t.Fatal(err)
+	}
+	err := onNobodyThread(func() error {
+		return unix.Setxattr(tu.m("f"), "system.posix_acl_access", aclNobody(6, 4), 0)
+	})
+	if err != nil {
+		t.Fatalf("set an ACL as the file's owner: %v", err)
+	}
+	if st := statT(t, tu.m("f")); st.Mode&unix.S_ISGID != 0 {
+		t.Errorf("set-group-ID kept (mode %04o) after an ACL set by the owner outside the file's group", st.Mode&07777)
+	}
+	// Root keeps the bit: it may.
+	if err := unix.Chmod(tu.m("f"), 0o2775); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(tu.m("f"), "system.posix_acl_access", aclNobody(4, 4), 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := statT(t, tu.m("f")); st.Mode&unix.S_ISGID == 0 {
+		t.Errorf("an ACL set by root cleared set-group-ID (mode %04o)", st.Mode&07777)
+	}
+}
+
 // TestNewFilesOwners: what an unprivileged caller makes through the
 // union is its own; in a set-group-ID directory (merged, its rw copy made
 // by the copy-up) it takes the directory's group, and a new directory

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -83,4 +84,22 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 		release()
 	}()
 	return srv, nil
+}
+
+// SetXAttr sets an attribute, then does what the kernel asks with
+// FUSE_SETXATTR_ACL_KILL_SGID: an access ACL set by a caller outside the
+// file's group and without CAP_FSETID clears the set-group-ID bit, as it
+// does on a local file system. The daemon sets the ACL as root, which
+// keeps the bit, so it clears it after.
+func (r *rawUnion) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	st := r.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	if !st.Ok() || in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID == 0 {
+		return st
+	}
+	var out fuse.AttrOut
+	if st := r.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &out); !st.Ok() || out.Mode&syscall.S_ISGID == 0 {
+		return st
+	}
+	set := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: in.InHeader, Valid: fuse.FATTR_MODE, Mode: out.Mode &^ syscall.S_ISGID}}
+	return r.RawFileSystem.SetAttr(cancel, &set, &out)
 }

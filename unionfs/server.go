@@ -161,6 +161,9 @@ func fuseOptions(opts Options) *fs.Options {
 		// branches themselves, and caches them per inode: an ACL is
 		// read once (GETXATTR) rather than with every ls -l.
 		EnableAcl: true,
+		// Setting an ACL can ask the daemon to clear set-group-ID
+		// (rawUnion.SetXAttr).
+		ExtraCapabilities: fuse.CAP_SETXATTR_EXT,
 		// READDIRPLUS stays on: it answers a listing with the entries'
 		// attributes, so a walk that stats what it lists needs no LOOKUP
 		// per name (see dirHandle.Lookup).
