@@ -278,8 +278,9 @@ func daemonUnmount(srv *Server, mp string) error {
 }
 
 // daemonApplyFlags applies the per-mount flags the spec asks for (ro, and
-// ro for a stack without an rw branch; noexec, noatime, nodiratime) by a
-// bind remount of the mount, keeping the flags it has.
+// ro for a stack without an rw branch; noexec, noatime, nodiratime,
+// nosuid, nodev) by a bind remount of the mount, keeping the flags it
+// has.
 func daemonApplyFlags(spec MountSpec, branches []Branch, mp string) error {
 	spec.Branches = branches
 	want := specMountFlags(spec)
@@ -307,7 +308,8 @@ func daemonApplyFlags(spec MountSpec, branches []Branch, mp string) error {
 }
 
 // specMountFlags are the per-mount flags (MS_*) spec asks for: ro, and
-// ro for a stack without an rw branch; noexec, noatime, nodiratime.
+// ro for a stack without an rw branch; noexec, noatime, nodiratime,
+// nosuid, nodev.
 func specMountFlags(spec MountSpec) uintptr {
 	var f uintptr
 	if spec.ReadOnly || !daemonHasRW(spec.Branches) {
@@ -321,6 +323,12 @@ func specMountFlags(spec MountSpec) uintptr {
 	}
 	if spec.NoDirAtime {
 		f |= unix.MS_NODIRATIME
+	}
+	if spec.NoSuid {
+		f |= unix.MS_NOSUID
+	}
+	if spec.NoDev {
+		f |= unix.MS_NODEV
 	}
 	return f
 }

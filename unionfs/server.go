@@ -9,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Default cache lifetimes, used where Options leaves them zero.
@@ -157,6 +158,12 @@ func fuseOptions(opts Options) *fs.Options {
 		MaxWrite:     512 << 10,
 		MaxReadAhead: 512 << 10,
 		Options:      []string{"default_permissions"},
+		// Neither nosuid nor nodev, which go-fuse sets by default: a
+		// union mounted by root honours set-user-ID bits, file
+		// capabilities and device nodes as any root mount does, unless
+		// the spec asks (MountSpec.NoSuid, NoDev). MS_MGC_VAL is "no
+		// flags" to mount(2).
+		DirectMountFlags: unix.MS_MGC_VAL,
 		// The kernel checks POSIX ACLs too, as it does for the
 		// branches themselves, and caches them per inode: an ACL is
 		// read once (GETXATTR) rather than with every ls -l.

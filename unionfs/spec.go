@@ -32,6 +32,12 @@ type MountSpec struct {
 	// NoExec, NoAtime and NoDirAtime are the per-mount flags of the
 	// "noexec", "noatime" and "nodiratime" options.
 	NoExec, NoAtime, NoDirAtime bool
+	// NoSuid and NoDev are the "nosuid" and "nodev" options ("suid" and
+	// "dev" undo them). A union mounted by root honours set-user-ID bits,
+	// file capabilities and device nodes unless they are given, as any
+	// root mount does (a container's root file system needs them); the
+	// kernel forces both on a FUSE mount made by another user.
+	NoSuid, NoDev bool
 }
 
 // The cache lifetimes of the aufs udba levels. reval is the default.
@@ -126,12 +132,11 @@ func specAbs(p, base string) string {
 // specIgnoredOptions are the generic options mount(8), mount.fuse3 and
 // /etc/fstab pass along that mean nothing to a union: accepted, ignored.
 var specIgnoredOptions = map[string]bool{
-	"rw": true, "defaults": true, "dev": true, "suid": true, "exec": true,
+	"rw": true, "defaults": true, "exec": true,
 	"auto": true, "noauto": true, "user": true, "nouser": true, "users": true,
 	"owner": true, "group": true, "_netdev": true, "nofail": true,
 	"async": true, "atime": true, "diratime": true, "relatime": true,
 	"strictatime": true, "nostrictatime": true, "lazytime": true, "nolazytime": true,
-	"nodev": true, "nosuid": true, // a FUSE mount is always nodev,nosuid
 }
 
 // ParseOptions parses a comma-separated mount option string (as given to
@@ -245,6 +250,10 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 			spec.ReadOnly = true
 		case opt == "noexec":
 			spec.NoExec = true
+		case opt == "nosuid" || opt == "suid":
+			spec.NoSuid = opt == "nosuid"
+		case opt == "nodev" || opt == "dev":
+			spec.NoDev = opt == "nodev"
 		case opt == "noatime":
 			spec.NoAtime = true
 		case opt == "nodiratime":

@@ -94,6 +94,23 @@ func TestParseOptions(t *testing.T) {
 		t.Errorf("spec = %+v", spec)
 	}
 
+	// nosuid and nodev are kept (root mounts are suid,dev otherwise); a
+	// later suid or dev undoes them.
+	for in, want := range map[string][2]bool{
+		"dirs=/a,nosuid,nodev":          {true, true},
+		"dirs=/a,nosuid,suid,nodev":     {false, true},
+		"dirs=/a,dev,suid":              {false, false},
+		"dirs=/a,nodev,dev,nosuid,exec": {true, false},
+	} {
+		spec, err := ParseOptionsAt(in, "/")
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := [2]bool{spec.NoSuid, spec.NoDev}; got != want {
+			t.Errorf("%s: nosuid, nodev = %v, want %v", in, got, want)
+		}
+	}
+
 	for opts, msg := range map[string]string{
 		"dirs=/a,bogus":            `unknown mount option "bogus"`,
 		"dirs=/a,dirs=/b":          "branches given twice",

@@ -28,8 +28,10 @@ Relative branch paths are taken against the working directory.
 The branches may be given as the first argument or inside -o. Other -o
 options: udba=none|reval|notify, entry_timeout=, attr_timeout=,
 negative_timeout= (seconds), passthrough=on|off|all, fsname=NAME, allow_other,
-debug, ro, noexec, noatime, nodiratime; mount(8)'s generic options are
-accepted and ignored.
+debug, ro, noexec, noatime, nodiratime, nosuid, nodev (a union mounted by
+root honours set-user-ID programs, file capabilities and device nodes
+unless given these); mount(8)'s other generic options are accepted and
+ignored.
 
 unionctl mount returns once the union is mounted and leaves a daemon
 serving it (-f: serve in the foreground), recorded in /run/unionctl. A bad

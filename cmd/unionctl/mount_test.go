@@ -308,6 +308,71 @@ func TestMountOptionsForm(t *testing.T) {
 	e.assertUnmounted()
 }
 
+// TestMountSuidAndDev: a union mounted by root runs a set-user-ID
+// program with its owner's rights and opens device nodes, as any root
+// mount does; nosuid and nodev take both away.
+func TestMountSuidAndDev(t *testing.T) {
+	e := newMountEnv(t)
+	idPath, err := exec.LookPath("id")
+	if err != nil {
+		t.Skip("no id program")
+	}
+	prog, err := os.ReadFile(idPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "company", "suid-id"), prog, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(filepath.Join(e.dir, "company", "suid-id"), 0o4755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(e.dir, "company", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	for d := e.dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	euidAsNobody := func() string {
+		cmd := exec.Command(filepath.Join(e.mnt, "suid-id"), "-u")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("run the set-user-ID program as nobody: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct {
+		opts       []string
+		euid       string
+		nullOpens  bool
+		statfsFlag int64
+	}{
+		{nil, "0", true, 0},
+		{[]string{"-o", "nosuid,nodev"}, "65534", false, unix.ST_NOSUID | unix.ST_NODEV},
+	} {
+		e.mustUnionctl(append(append([]string{"mount"}, c.opts...), "dirs=./home:./company", "./mnt")...)
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(e.mnt, &sfs); err != nil || sfs.Flags&(unix.ST_NOSUID|unix.ST_NODEV) != c.statfsFlag {
+			t.Errorf("%v: statfs flags %#x, %v; want nosuid|nodev %#x", c.opts, sfs.Flags, err, c.statfsFlag)
+		}
+		if got := euidAsNobody(); got != c.euid {
+			t.Errorf("%v: the set-user-ID program runs as %s, want %s", c.opts, got, c.euid)
+		}
+		f, err := os.Open(filepath.Join(e.mnt, "null"))
+		if err == nil {
+			f.Close()
+		}
+		if (err == nil) != c.nullOpens {
+			t.Errorf("%v: open a device node: %v", c.opts, err)
+		}
+		e.mustUnionctl("umount", e.mnt)
+		e.assertUnmounted()
+	}
+}
+
 // TestMountHelperForm runs the mount-helper argv form directly and through
 // mount(8): "mount -t fuse3.unionctl -o dirs=... none ./mnt" and an
 // fstab line via "mount -T FSTAB MOUNTPOINT". mount(8) clears PATH, and
