@@ -9,6 +9,7 @@ import (
 
 	"github.com/unionstack/unionstack/graph"
 	"github.com/unionstack/unionstack/internal/testimage"
+	"golang.org/x/sys/unix"
 )
 
 // stMountTree mounts mounts on a fresh directory, unmounted at cleanup.
@@ -90,6 +91,10 @@ func TestStoreMountImage(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "new"), nil, 0o644); err == nil {
 		t.Errorf("the image view is writable")
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil || sfs.Flags&(unix.ST_NOSUID|unix.ST_NODEV) != unix.ST_NOSUID|unix.ST_NODEV {
+		t.Errorf("the image view's statfs flags %#x, %v: want nosuid and nodev", sfs.Flags, err)
 	}
 	if err := e.s.MountImage(ctx, testimage.DefaultName, dir); err == nil {
 		t.Errorf("second mount at the same dir succeeded")

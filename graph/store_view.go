@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -61,7 +62,7 @@ func (s *Store) MountImage(ctx context.Context, ref, dir string) error {
 	if err != nil {
 		return Wrap(err, op, ref)
 	}
-	if err := MountAll(mounts, dir); err != nil {
+	if err := MountAll(withoutSuidOrDev(mounts), dir); err != nil {
 		_ = s.d.Remove(context.WithoutCancel(ctx), key)
 		return Wrap(err, op, dir)
 	}
@@ -73,6 +74,19 @@ func (s *Store) MountImage(ctx context.Context, ref, dir string) error {
 		return Wrap(err, op, dir)
 	}
 	return nil
+}
+
+// withoutSuidOrDev returns mounts with nosuid and nodev added: an image
+// view is for looking at an image's files in a directory the caller
+// chose, where the image's set-user-ID programs and device nodes must
+// not work (a container's root file system is mounted without them).
+func withoutSuidOrDev(mounts []Mount) []Mount {
+	out := make([]Mount, len(mounts))
+	for i, m := range mounts {
+		m.Options = append(slices.Clone(m.Options), "nosuid", "nodev")
+		out[i] = m
+	}
+	return out
 }
 
 // imageMount returns the view recorded at dir (absolute).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/unionstack/unionstack/graph"
 	"github.com/unionstack/unionstack/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // driverNames are the drivers compared side by side, the reference first.
@@ -84,6 +85,10 @@ func (ds *driverStore) mountImage(t testing.TB, ref, name string) string {
 		t.Fatalf("%s: mount image %s: %v", ds.name, ref, err)
 	}
 	t.Cleanup(func() { ds.unmountImage(t, mnt) })
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil || sfs.Flags&(unix.ST_NOSUID|unix.ST_NODEV) != unix.ST_NOSUID|unix.ST_NODEV {
+		t.Errorf("%s: the image view's statfs flags %#x, %v: want nosuid and nodev", ds.name, sfs.Flags, err)
+	}
 	return mnt
 }
 
