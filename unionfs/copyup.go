@@ -64,6 +64,11 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		_ = os.RemoveAll(tmp)
 		return errnoOf(err)
 	}
+	if e2.st.Nlink > 1 {
+		if _, parent := n.parentNode(); parent != nil {
+			u.linkSiblingNames(parent, e2, rel2, dst)
+		}
+	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
 	ne, err := lstatEntry(u.rw, dst)
 	if err != nil {
@@ -76,6 +81,36 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	n.copyGen++
 	n.mu.Unlock()
 	return 0
+}
+
+// linkSiblingNames gives the other names of a lower hard-link group that
+// the union shows in the same directory the copy-up at dst (for e, at
+// rel) as hard links, so they keep being one file: the kernel holds one
+// inode for the group, and a write through any name lands in dst,
+// whichever name it came through. The names are found by inode number
+// in the lower directory's listing; a name whited out or shadowed by
+// another entry is left alone. Links in other directories are not
+// found (the kernel still shows them as the one inode while mounted).
+func (u *ufs) linkSiblingNames(parent *node, e *entry, rel, dst string) {
+	pe, prel, errno := parent.resolve()
+	if errno != 0 {
+		return
+	}
+	self := filepath.Base(rel)
+	ents, err := readBranchDir(e.top.join(prel))
+	if err != nil {
+		return
+	}
+	for _, d := range ents {
+		name := d.name
+		if name == self || d.ino != e.st.Ino || isWhiteoutName(name) {
+			continue
+		}
+		if other, errno := lookupIn(pe.layers, prel, name); errno != 0 || other.top == u.rw || other.st.key() != e.st.key() {
+			continue
+		}
+		_ = syscall.Link(dst, u.rw.join(joinRel(prel, name)))
+	}
 }
 
 // ensureUpperDir copies directory n (and its missing parents) up into the

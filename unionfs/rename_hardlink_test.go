@@ -98,3 +98,44 @@ func TestRenameMergedDirKeepsOutsideLinks(t *testing.T) {
 	tu.remount(t)
 	check("mounted anew")
 }
+
+// TestCopyUpKeepsLowerHardLinks: a lower file with two names in one
+// directory, written and chmodded through one of them, stays one file
+// under both names, with nlink 2, in the mount and after a remount, and
+// the read-only branch keeps the old data.
+func TestCopyUpKeepsLowerHardLinks(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/f": "old"}, Options{Passthrough: true})
+	if err := os.Link(tu.b(1, "d/f"), tu.b(1, "d/g")); err != nil {
+		t.Fatal(err)
+	}
+	ino := statT(t, tu.m("d/g")).Ino
+	if err := os.WriteFile(tu.m("d/f"), []byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tu.m("d/f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, name := range []string{"d/f", "d/g"} {
+			st := statT(t, tu.m(name))
+			if got := readFile(t, tu.m(name)); got != "new" || st.Nlink != 2 || st.Mode&0o777 != 0o600 {
+				t.Errorf("%s: %s = %q, nlink %d, mode %o; want new, 2, 600", when, name, got, st.Nlink, st.Mode&0o777)
+			}
+		}
+		if a, b := statT(t, tu.m("d/f")).Ino, statT(t, tu.m("d/g")).Ino; a != b {
+			t.Errorf("%s: inode numbers %d and %d differ", when, a, b)
+		}
+	}
+	check("mounted")
+	if got := statT(t, tu.m("d/f")).Ino; got != ino {
+		t.Errorf("inode number %d after the copy-up, was %d", got, ino)
+	}
+	tu.unmount(t)
+	tu.remount(t)
+	check("after a remount")
+	if got := readFile(t, tu.b(1, "d/g")); got != "old" {
+		t.Errorf("the read-only branch changed: d/g = %q", got)
+	}
+}
+
