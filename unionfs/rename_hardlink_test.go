@@ -138,4 +138,3 @@ func TestCopyUpKeepsLowerHardLinks(t *testing.T) {
 		t.Errorf("the read-only branch changed: d/g = %q", got)
 	}
 }
-
