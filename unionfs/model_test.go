@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/unionstack/unionstack/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -379,7 +380,7 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool)
 		for _, b := range tu.branches {
 			shareModelTree(t, b)
 		}
-		openForNobody(t, tu.mnt)
+		testenv.OpenTempDirs(t, tu.mnt)
 		apply = nobodyApplier(t)
 	}
 	ref := filepath.Join(t.TempDir(), "ref")
@@ -387,7 +388,7 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool)
 		t.Fatalf("copy the merged tree: %v %s", err, out)
 	}
 	if asNobody {
-		openForNobody(t, ref)
+		testenv.OpenTempDirs(t, ref)
 	}
 	lowers := map[int]map[string]string{1: modelTree(t, tu.branches[1]), 2: modelTree(t, tu.branches[2])}
 	var done []string // the steps so far, for messages

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -70,18 +69,6 @@ func needACLs(t *testing.T, p string, acl []byte) {
 	testenv.Need(t, err == nil, fmt.Sprintf("POSIX ACLs on the branch file system (%v)", err))
 }
 
-// openForNobody lets nobody walk to dir: the test's temporary
-// directories are made 0700.
-func openForNobody(t *testing.T, dir string) {
-	t.Helper()
-	tmp := filepath.Clean(os.TempDir())
-	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // asNobody runs argv in a process with nobody's credentials and returns
 // its standard output; its error says EACCES where the command reported
 // a permission denial.
@@ -122,7 +109,7 @@ func TestPermissionsAndACLsEnforced(t *testing.T) {
 		"1:later":   "later",
 		"1:d/":      "",
 	}, Options{Passthrough: true})
-	openForNobody(t, tu.mnt)
+	testenv.OpenTempDirs(t, tu.mnt)
 	for name, mode := range map[string]os.FileMode{"plain": 0o600, "later": 0o600, "denied": 0o644} {
 		if err := os.Chmod(tu.b(1, name), mode); err != nil {
 			t.Fatal(err)
@@ -223,7 +210,7 @@ func TestOutsideACLChangeShows(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, opts)
-			openForNobody(t, tu.mnt)
+			testenv.OpenTempDirs(t, tu.mnt)
 			if err := os.Chmod(tu.b(1, "f"), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +253,7 @@ func onNobodyThread(f func() error) error {
 // only, as Linux file systems (and kernel overlayfs) list them.
 func TestListxattrHidesTrustedFromUsers(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, Options{Passthrough: true})
-	openForNobody(t, tu.mnt)
+	testenv.OpenTempDirs(t, tu.mnt)
 	for k, v := range map[string]string{"trusted.secret": "s", "user.open": "o"} {
 		if err := unix.Lsetxattr(tu.b(1, "f"), k, []byte(v), 0); err != nil {
 			t.Fatal(err)
@@ -305,7 +292,7 @@ func TestListxattrHidesTrustedFromUsers(t *testing.T) {
 // as root).
 func TestACLByOutsiderClearsSetgid(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, Options{Passthrough: true})
-	openForNobody(t, tu.mnt)
+	testenv.OpenTempDirs(t, tu.mnt)
 	if err := unix.Lchown(tu.b(1, "f"), nobody, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +328,7 @@ func TestACLByOutsiderClearsSetgid(t *testing.T) {
 func TestNewFilesOwners(t *testing.T) {
 	const users = 100
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:open/": "", "1:sgid/": "", "1:sgid/old/": ""}, Options{Passthrough: true})
-	openForNobody(t, tu.mnt)
+	testenv.OpenTempDirs(t, tu.mnt)
 	if err := os.Chmod(tu.b(1, "open"), 0o777); err != nil {
 		t.Fatal(err)
 	}

@@ -314,9 +314,7 @@ func TestMountOptionsForm(t *testing.T) {
 func TestMountSuidAndDev(t *testing.T) {
 	e := newMountEnv(t)
 	idPath, err := exec.LookPath("id")
-	if err != nil {
-		t.Skip("no id program")
-	}
+	testenv.Need(t, err == nil, "the id program (coreutils)")
 	prog, err := os.ReadFile(idPath)
 	if err != nil {
 		t.Fatal(err)
@@ -330,11 +328,7 @@ func TestMountSuidAndDev(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(e.dir, "company", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
-	for d := e.dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.OpenTempDirs(t, e.dir)
 	euidAsNobody := func() string {
 		cmd := exec.Command(filepath.Join(e.mnt, "suid-id"), "-u")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

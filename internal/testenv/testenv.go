@@ -1,11 +1,14 @@
 // Package testenv decides what a test does when the host lacks something it
 // needs: skip with the reason, or, under UNIONSTACK_REQUIRE_ALL=1 (as CI
-// runs), fail, so that a missing component never passes silently.
+// runs), fail, so that a missing component never passes silently. It also
+// opens a test's temporary directories to the other users a test acts as.
 package testenv
 
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -36,4 +39,17 @@ func NeedCommand(t testing.TB, name string) string {
 	p, err := exec.LookPath(name)
 	Need(t, err == nil, name+" not in PATH (install its Debian package)")
 	return p
+}
+
+// OpenTempDirs lets every user walk down to dir: the directories Go's
+// testing makes under os.TempDir() are 0700, so a test that acts as an
+// unprivileged user (nobody) opens the ones on the way, dir included.
+func OpenTempDirs(t testing.TB, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Clean(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
