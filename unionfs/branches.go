@@ -38,6 +38,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 	}
 	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev)}
 	nb.cache = u.branchCache(nb)
+	nb.links = u.links
 	brs := append([]*branch(nil), u.branches[:index]...)
 	brs = append(brs, nb)
 	brs = append(brs, u.branches[index:]...)

@@ -37,37 +37,35 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		_, errno := u.copyUpDir(n)
 		return errno
 	}
-	tmp, _, errno := u.copyToTemp(e.top.join(rel), withData)
-	if errno != 0 {
-		return errno
+	// The data is copied before the namespace is locked; a name whose
+	// group has a copy already is linked to it under the lock.
+	var tmp string
+	if e.link == nil {
+		if tmp, _, errno = u.copyToTemp(e.top.join(rel), withData); errno != 0 {
+			return errno
+		}
 	}
 	u.lockNS()
 	defer u.ns.Unlock()
 	e2, rel2, errno := n.resolve()
 	if errno == 0 && e2.top == u.rw {
-		_ = os.RemoveAll(tmp)
+		removeTemp(tmp)
 		return 0
 	}
 	if errno != 0 {
-		_ = os.RemoveAll(tmp)
+		removeTemp(tmp)
 		return errno
 	}
 	var parentOrigin *syscall.Stat_t
 	if _, parent := n.parentNode(); parent != nil {
 		if parentOrigin, errno = u.copyUpDir(parent); errno != 0 {
-			_ = os.RemoveAll(tmp)
+			removeTemp(tmp)
 			return errno
 		}
 	}
 	dst := u.rw.join(rel2)
-	if err := syscall.Rename(tmp, dst); err != nil {
-		_ = os.RemoveAll(tmp)
-		return errnoOf(err)
-	}
-	if e2.st.Nlink > 1 {
-		if _, parent := n.parentNode(); parent != nil {
-			u.linkSiblingNames(parent, e2, rel2, dst)
-		}
+	if errno := u.placeLower(e2, rel2, dst, tmp, withData); errno != 0 {
+		return errno
 	}
 	restoreTimes(filepath.Dir(dst), parentOrigin)
 	ne, err := lstatEntry(u.rw, dst)
@@ -83,33 +81,57 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	return 0
 }
 
-// linkSiblingNames gives the other names of a lower hard-link group that
-// the union shows in the same directory the copy-up at dst (for e, at
-// rel) as hard links, so they keep being one file: the kernel holds one
-// inode for the group, and a write through any name lands in dst,
-// whichever name it came through. The names are found by inode number
-// in the lower directory's listing; a name whited out or shadowed by
-// another entry is left alone. Links in other directories are not
-// found (the kernel still shows them as the one inode while mounted).
-func (u *ufs) linkSiblingNames(parent *node, e *entry, rel, dst string) {
-	pe, prel, errno := parent.resolve()
-	if errno != 0 {
-		return
-	}
-	self := filepath.Base(rel)
-	ents, err := readBranchDir(e.top.join(prel))
-	if err != nil {
-		return
-	}
-	for _, d := range ents {
-		name := d.name
-		if name == self || d.ino != e.st.Ino || isWhiteoutName(name) {
-			continue
+// placeLower puts a copy of e, a lower non-directory at rel, at dst in
+// the rw branch, replacing what dst held. A name whose hard-link group
+// was copied up already is linked to that copy (under a temporary name
+// first, as link(2) replaces nothing); otherwise tmp, a copy of e the caller made in the
+// work directory (or, when "", one made here), is renamed to dst, after
+// it went into the link index when e has more names. It removes tmp when
+// it fails. The caller holds u.ns exclusively.
+func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.Errno {
+	if e.link != nil {
+		removeTemp(tmp)
+		tmp = u.tempName("ln")
+		if err := syscall.Link(e.link.path, tmp); err != nil {
+			return errnoOf(err)
 		}
-		if other, errno := lookupIn(pe.layers, prel, name); errno != 0 || other.top == u.rw || other.st.key() != e.st.key() {
-			continue
+		if err := syscall.Rename(tmp, dst); err != nil {
+			removeTemp(tmp)
+			return errnoOf(err)
 		}
-		_ = syscall.Link(dst, u.rw.join(joinRel(prel, name)))
+		u.links.consume(e.st.key())
+		return 0
+	}
+	if tmp == "" {
+		var errno syscall.Errno
+		if tmp, _, errno = u.copyToTemp(e.top.join(rel), withData); errno != 0 {
+			return errno
+		}
+	}
+	indexed := e.st.Nlink > 1 && u.links != nil
+	if indexed {
+		if errno := u.links.add(tmp, &e.st); errno != 0 {
+			removeTemp(tmp)
+			return errno
+		}
+	}
+	if err := syscall.Rename(tmp, dst); err != nil {
+		removeTemp(tmp)
+		if indexed {
+			u.links.remove(e.st.key())
+		}
+		return errnoOf(err)
+	}
+	if indexed {
+		u.gen.Add(1) // the group's other names resolve to the copy now
+	}
+	return 0
+}
+
+// removeTemp removes a temporary copy, if there is one.
+func removeTemp(tmp string) {
+	if tmp != "" {
+		_ = os.RemoveAll(tmp)
 	}
 }
 

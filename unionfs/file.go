@@ -92,7 +92,7 @@ func (h *handle) current() (int, syscall.Errno) {
 	h.old = append(h.old, h.fd)
 	h.n.u.branchOpen(h.br, -1)
 	h.fd, h.gen, h.br = fd, gen, nil
-	if e.top != h.n.u.rw {
+	if e.top != h.n.u.rw && e.link == nil {
 		h.br = e.top
 		h.n.u.branchOpen(h.br, 1)
 	}
@@ -227,6 +227,7 @@ func (h *handle) getattr(out *fuse.AttrOut) syscall.Errno {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return errnoOf(err)
 	}
+	h.n.u.links.fixNlink(&st)
 	out.FromStat(&st)
 	out.SetTimeout(h.n.u.attrTimeout(nil, st.Mode))
 	return 0

@@ -50,6 +50,23 @@ func (m *inoMap) alias(origin, upper devIno) uint64 {
 	return v
 }
 
+// join gives origin and upper one number: upper's when it has one, else
+// origin's, else a new one.
+func (m *inoMap) join(origin, upper devIno) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[upper]
+	if !ok {
+		if v, ok = m.m[origin]; !ok {
+			v = m.next
+			m.next++
+		}
+		m.m[upper] = v
+	}
+	m.m[origin] = v
+	return v
+}
+
 // setAlias makes upper answer with number v.
 func (m *inoMap) setAlias(upper devIno, v uint64) {
 	m.mu.Lock()

@@ -48,6 +48,18 @@ var modelFiles = map[string]string{
 	"2:d/e/f":          "a deeper tree only in the bottom branch",
 }
 
+// modelLinks are hard links of the read-only branches, made before the
+// first look at the union: groups with names in more than one directory,
+// all of them shown by the union.
+var modelLinks = []struct {
+	branch     int
+	name, link string
+}{
+	{2, "d/e/f", "a/n1"},
+	{2, "top", "d/n2"},
+	{1, "a/b/y", "o/y"},
+}
+
 // modelNames are the names random paths are made of: few, so operations
 // meet existing names often.
 var modelNames = []string{"x", "y", "z", "b", "e", "f", "n1", "n2", "gone", "kept"}
@@ -375,6 +387,11 @@ func modelOptions(t *testing.T, set string) Options {
 // makes nobody's owner.
 func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool) {
 	tu := mountUnion(t, []Mode{RW, RO, RO}, modelFiles, opts)
+	for _, l := range modelLinks {
+		if err := os.Link(tu.b(l.branch, l.name), tu.b(l.branch, l.link)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	apply := modelOp.apply
 	if asNobody {
 		for _, b := range tu.branches {

@@ -109,9 +109,12 @@ func (n *node) resolve() (*entry, string, syscall.Errno) {
 		return nil, "", errno
 	}
 	rel := joinRel(prel, name)
+	// A file with more names shares its node among them, and its entry
+	// may be that of another name than the one the node is reached by
+	// now: looked up afresh.
 	n.mu.Lock()
 	e := n.e
-	valid := e != nil && n.gen == n.u.gen.Load()
+	valid := e != nil && n.gen == n.u.gen.Load() && (e.st.Nlink <= 1 || e.isDir())
 	n.mu.Unlock()
 	if valid {
 		return e, rel, 0
@@ -133,7 +136,7 @@ func (n *node) where() (*entry, string, syscall.Errno) {
 	if errno != 0 {
 		return nil, "", errno
 	}
-	return e, e.top.join(rel), 0
+	return e, e.path(rel), 0
 }
 
 func (u *ufs) rootEntry() *entry {
@@ -175,7 +178,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // childNode makes (or finds) the node of e, a child of parent; st is the
 // stat of e's top-most copy.
 func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, st *syscall.Stat_t, out *fuse.EntryOut) *fs.Inode {
-	ino := u.inos.get(e.st.key())
+	var ino uint64
+	if e.link != nil {
+		// The group's number, also for a listing that saw the lower file.
+		ino = u.inos.join(e.link.origin, e.st.key())
+	} else {
+		ino = u.inos.get(e.st.key())
+	}
+	u.links.fixNlink(st)
 	out.Attr.FromStat(st)
 	out.Attr.Ino = ino
 	u.setTimeouts(out, e.top)
@@ -218,6 +228,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	} else {
 		top = e.top
+		n.u.links.fixNlink(&st)
 	}
 	out.FromStat(&st)
 	out.SetTimeout(n.u.attrTimeout(top, st.Mode))
@@ -261,6 +272,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := syscall.Lstat(p, &st); err != nil {
 		return errnoOf(err)
 	}
+	n.u.links.fixNlink(&st)
 	out.FromStat(&st)
 	out.Ino = n.ino
 	out.SetTimeout(n.u.attrTimeout(n.u.rw, st.Mode))

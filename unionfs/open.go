@@ -61,6 +61,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if openWrites(flags) && !upper {
 		return nil, 0, syscall.EIO // never write a read-only branch
 	}
+	// An aliased lower name reads its group's copy, a file of the rw
+	// branch.
+	upper = upper || e.link != nil
 	bflags := backingFlags(flags)
 	if !upper {
 		bflags = bflags&^syscall.O_ACCMODE | syscall.O_RDONLY

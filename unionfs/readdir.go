@@ -236,5 +236,7 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 	if st.Ino != d.ino || st.Mode&syscall.S_IFMT != uint32(d.typ)<<12 {
 		return nil, false
 	}
-	return u.childNode(ctx, n, newEntry(d.br, &st), &st, out), true
+	e := newEntry(d.br, &st)
+	d.br.links.resolve(e, &st) // a copied-up hard-link group shows its copy
+	return u.childNode(ctx, n, e, &st, out), true
 }

@@ -84,6 +84,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		if errno := u.writeWhiteout(prel, name); errno != 0 {
 			return errno
 		}
+		if e.top != u.rw {
+			u.links.whiteout(e)
+		}
 	}
 	if dir {
 		n.dirRemoved(name, dirSt)
@@ -98,8 +101,10 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 // entry timeout passed, so that entry is as fresh as the kernel's own
 // view of the name, and a second search of the stack right after the
 // LOOKUP would cost a few system calls for nothing. Directories, whose
-// removal depends on the contents of every layer, and names without a
-// node are searched for. The caller holds u.ns exclusively.
+// removal depends on the contents of every layer, names without a node
+// and files with more than one name (whose node is shared by the names,
+// its entry that of any of them) are searched for. The caller holds
+// u.ns exclusively.
 func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, syscall.Errno) {
 	if !dir {
 		if in := n.GetChild(name); in != nil {
@@ -107,7 +112,7 @@ func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, sysca
 				cn.mu.Lock()
 				e, valid := cn.e, cn.e != nil && cn.gen == n.u.gen.Load()
 				cn.mu.Unlock()
-				if valid && !e.isDir() {
+				if valid && !e.isDir() && e.st.Nlink <= 1 {
 					return e, 0
 				}
 			}

@@ -99,13 +99,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 	switch {
 	case !se.isDir() && se.top != u.rw:
-		tmp, _, errno := u.copyToTemp(se.top.join(joinRel(prel, name)), true)
-		if errno != 0 {
+		if errno := u.placeLower(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
 			return errno
-		}
-		if err := syscall.Rename(tmp, dstPath); err != nil {
-			_ = os.RemoveAll(tmp)
-			return errnoOf(err)
 		}
 	case !se.isDir() || (se.top == u.rw && len(se.layers) == 1):
 		if err := syscall.Rename(srcPath, dstPath); err != nil {
@@ -119,7 +114,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	default:
 		// A directory with lower parts: copy its merged contents up.
 		tmp := u.tempName("mv")
-		if errno := u.copyTree(se, joinRel(prel, name), tmp, map[devIno]string{}); errno != 0 {
+		if errno := u.copyTree(se, joinRel(prel, name), tmp); errno != 0 {
 			_ = os.RemoveAll(tmp)
 			return errno
 		}
@@ -146,6 +141,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if errno := u.writeWhiteout(prel, name); errno != 0 {
 			return errno
 		}
+	}
+	if derr == 0 && de.top != u.rw {
+		u.links.whiteout(de) // the replaced lower name is hidden now
 	}
 
 	moved, err := lstatEntry(u.rw, dstPath)
@@ -180,11 +178,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 // copyTree copies the merged directory e (at rel) into a new directory
 // dst, recursively, keeping inode numbers for the copies; files the rw
-// branch already holds are hard-linked, not copied. links maps the
-// (dev, ino) of every multiply linked file copied so far to its copy, so
-// the other names of the file become hard links of that copy and the
-// link group survives (nlink and the union's inode number stay one).
-func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) syscall.Errno {
+// branch already holds are hard-linked, not copied, and the names of a
+// lower hard-link group become links of one copy (see placeLower), so
+// the group survives (nlink and the union's inode number stay one).
+func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
 	src := e.top.join(rel)
 	if err := syscall.Mkdir(dst, 0700); err != nil {
 		return errnoOf(err)
@@ -202,10 +199,10 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 		cdst := dst + "/" + d.name
 		crel := joinRel(rel, d.name)
 		if ce.isDir() {
-			if errno := u.copyTree(ce, crel, cdst, links); errno != 0 {
+			if errno := u.copyTree(ce, crel, cdst); errno != 0 {
 				return errno
 			}
-		} else if errno := u.copyLinked(ce, crel, cdst, links); errno != 0 {
+		} else if errno := u.copyLinked(ce, crel, cdst); errno != 0 {
 			return errno
 		}
 		var st syscall.Stat_t
@@ -220,28 +217,16 @@ func (u *ufs) copyTree(e *entry, rel, dst string, links map[devIno]string) sysca
 	return errnoOf(copyMeta(src, dst, &st))
 }
 
-// copyLinked copies the non-directory ce (at crel) to cdst, or, when a
-// name of the same file was copied already, hard-links cdst to that copy.
-// A file the rw branch holds (cdst is in it too) is not copied but
-// hard-linked: it keeps its inode, so its names outside the moved
-// directory stay links of it. The rename removes the old name after.
-func (u *ufs) copyLinked(ce *entry, crel, cdst string, links map[devIno]string) syscall.Errno {
+// copyLinked copies the non-directory ce (at crel) to cdst (see
+// placeLower). A file the rw branch holds (cdst is in it too) is not
+// copied but hard-linked: it keeps its inode, so its names outside the
+// moved directory stay links of it. The rename removes the old name
+// after.
+func (u *ufs) copyLinked(ce *entry, crel, cdst string) syscall.Errno {
 	if ce.top == u.rw {
 		return errnoOf(syscall.Link(ce.top.join(crel), cdst))
 	}
-	k := ce.st.key()
-	if ce.st.Nlink > 1 {
-		if first, ok := links[k]; ok {
-			return errnoOf(syscall.Link(first, cdst))
-		}
-	}
-	if _, err := copyObject(ce.top.join(crel), cdst, true); err != nil {
-		return errnoOf(err)
-	}
-	if ce.st.Nlink > 1 {
-		links[k] = cdst
-	}
-	return 0
+	return u.placeLower(ce, crel, cdst, "", true)
 }
 
 // copyUpChildFile copies up the data of n's child name, when the kernel
@@ -362,15 +347,8 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		if errno := u.flattenDir(e, crel); errno != 0 {
 			return errno
 		}
-	} else {
-		tmp, _, errno := u.copyToTemp(e.top.join(crel), true)
-		if errno != 0 {
-			return errno
-		}
-		if err := syscall.Rename(tmp, p); err != nil {
-			_ = os.RemoveAll(tmp)
-			return errnoOf(err)
-		}
+	} else if errno := u.placeLower(e, crel, p, "", true); errno != 0 {
+		return errno
 	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
@@ -394,7 +372,7 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 // lower ones copied), made aside and swapped into place.
 func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
 	tmp := u.tempName("flat")
-	if errno := u.copyTree(e, rel, tmp, map[devIno]string{}); errno != 0 {
+	if errno := u.copyTree(e, rel, tmp); errno != 0 {
 		_ = os.RemoveAll(tmp)
 		return errno
 	}

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -40,13 +41,15 @@ func TestRenameLowerDirKeepsHardLinks(t *testing.T) {
 		t.Fatalf("rename: %v", err)
 	}
 	mustNotExist(t, tu.m("srv/www"))
-	for _, root := range []string{tu.m("srv/site"), tu.b(0, "srv/site")} {
+	// In the rw branch the link index holds a fourth link.
+	for i, root := range []string{tu.m("srv/site"), tu.b(0, "srv/site")} {
 		first := statT(t, filepath.Join(root, "h1"))
+		nlink := uint64(3 + i)
 		for _, n := range []string{"h1", "h2", "h3"} {
 			p := filepath.Join(root, n)
 			st := statT(t, p)
-			if st.Ino != first.Ino || st.Nlink != 3 {
-				t.Errorf("%s: ino %d nlink %d, want ino %d nlink 3", p, st.Ino, st.Nlink, first.Ino)
+			if st.Ino != first.Ino || st.Nlink != nlink {
+				t.Errorf("%s: ino %d nlink %d, want ino %d nlink %d", p, st.Ino, st.Nlink, first.Ino, nlink)
 			}
 			if got := readFile(t, p); got != "linked" {
 				t.Errorf("%s = %q, want %q", p, got, "linked")
@@ -136,5 +139,137 @@ func TestCopyUpKeepsLowerHardLinks(t *testing.T) {
 	check("after a remount")
 	if got := readFile(t, tu.b(1, "d/g")); got != "old" {
 		t.Errorf("the read-only branch changed: d/g = %q", got)
+	}
+}
+
+// TestLinkIndexKeepsLowerGroups: a lower hard-link group with names in
+// two directories stays one file after one name is copied up, while
+// mounted and after a remount (the link index), whichever name is
+// written or looked up first; its link count follows unlinks, links and
+// renames through the union.
+func TestLinkIndexKeepsLowerGroups(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/f": "old", "1:e/keep": "", "1:x/keep": ""}, Options{Passthrough: true})
+	for _, name := range []string{"d/g", "e/h"} {
+		if err := os.Link(tu.b(1, "d/f"), tu.b(1, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when, data string, nlink uint64, names ...string) {
+		t.Helper()
+		var ino uint64
+		for i, name := range names {
+			st := statT(t, tu.m(name))
+			if got := readFile(t, tu.m(name)); got != data || st.Nlink != nlink {
+				t.Errorf("%s: %s = %q, nlink %d; want %q, %d", when, name, got, st.Nlink, data, nlink)
+			}
+			if i == 0 {
+				ino = st.Ino
+			} else if st.Ino != ino {
+				t.Errorf("%s: %s has inode number %d, %s %d", when, name, st.Ino, names[0], ino)
+			}
+		}
+	}
+	ino := statT(t, tu.m("e/h")).Ino
+	if err := os.WriteFile(tu.m("d/f"), []byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	check("mounted", "new", 3, "d/f", "d/g", "e/h")
+	if got := statT(t, tu.m("e/h")).Ino; got != ino {
+		t.Errorf("inode number %d after the copy-up, was %d", got, ino)
+	}
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted, lower name first", "new", 3, "e/h", "d/g", "d/f")
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted, copied name first", "new", 3, "d/f", "e/h", "d/g")
+
+	// A write through another name links it up: no second copy.
+	if err := os.WriteFile(tu.m("e/h"), []byte("newer"), 0); err != nil {
+		t.Fatal(err)
+	}
+	check("after a write through e/h", "newer", 3, "d/f", "d/g", "e/h")
+	// (The node of the group is shared by its names: which one the
+	// link-up lands at is the name the kernel looked up last.)
+	inos := map[uint64]bool{}
+	for _, name := range []string{"d/f", "d/g", "e/h"} {
+		if st, err := os.Lstat(tu.b(0, name)); err == nil {
+			inos[st.Sys().(*syscall.Stat_t).Ino] = true
+		}
+	}
+	if len(inos) != 1 {
+		t.Errorf("rw branch: the group's names are %d files, want 1", len(inos))
+	}
+	if err := os.Remove(tu.m("d/g")); err != nil {
+		t.Fatal(err)
+	}
+	check("after unlinking d/g", "newer", 2, "d/f", "e/h")
+	if err := os.Link(tu.m("e/h"), tu.m("x/k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tu.m("d/f"), tu.m("x/f2")); err != nil {
+		t.Fatal(err)
+	}
+	check("after a link and a rename", "newer", 3, "x/f2", "e/h", "x/k")
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted at last", "newer", 3, "x/k", "e/h", "x/f2")
+	for _, gone := range []string{"d/f", "d/g"} {
+		if _, err := os.Lstat(tu.m(gone)); !os.IsNotExist(err) {
+			t.Errorf("%s: %v, want it gone", gone, err)
+		}
+	}
+	names, err := os.ReadDir(tu.m(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range names {
+		if isWhiteoutName(d.Name()) {
+			t.Errorf("the union lists %s", d.Name())
+		}
+	}
+	for _, name := range []string{"d/f", "d/g", "e/h"} {
+		if got := readFile(t, tu.b(1, name)); got != "old" {
+			t.Errorf("the read-only branch changed: %s = %q", name, got)
+		}
+	}
+}
+
+// TestWhiteoutOfLowerLinkCounts: removing one name of a lower hard-link
+// group that was never copied up takes one off the link count of its
+// other names, across a remount and a later copy-up.
+func TestWhiteoutOfLowerLinkCounts(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:p/a": "x"}, Options{})
+	for _, name := range []string{"p/b", "p/c"} {
+		if err := os.Link(tu.b(1, "p/a"), tu.b(1, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nlink := func(when, name string, want uint64) {
+		t.Helper()
+		if got := statT(t, tu.m(name)).Nlink; got != want {
+			t.Errorf("%s: %s has nlink %d, want %d", when, name, got, want)
+		}
+	}
+	if err := os.Remove(tu.m("p/b")); err != nil {
+		t.Fatal(err)
+	}
+	nlink("after unlinking p/b", "p/a", 2)
+	tu.unmount(t)
+	tu.remount(t)
+	nlink("remounted", "p/a", 2)
+	if err := os.WriteFile(tu.m("p/c"), []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	nlink("after a copy-up", "p/a", 2)
+	if err := os.Remove(tu.m("p/a")); err != nil {
+		t.Fatal(err)
+	}
+	nlink("after unlinking p/a", "p/c", 1)
+	tu.unmount(t)
+	tu.remount(t)
+	nlink("remounted again", "p/c", 1)
+	if got := readFile(t, tu.m("p/c")); got != "y" {
+		t.Errorf("p/c = %q, want y", got)
 	}
 }

@@ -128,6 +128,14 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 		if err := cleanWorkDir(u.workDir()); err != nil {
 			return nil, nil, nil, fmt.Errorf("work dir: %w", err)
 		}
+		if u.links, err = openLinkIndex(rw); err != nil {
+			return nil, nil, nil, err
+		}
+		for _, b := range brs {
+			if b != rw {
+				b.links = u.links
+			}
+		}
 	}
 	root := &node{u: u, ino: 1}
 	u.root = root

@@ -23,6 +23,9 @@ type branch struct {
 	// cache holds this branch's directory names; nil for the rw branch
 	// and when caching is off.
 	cache *nameCache
+	// links is the union's link index, which a multiply linked file of
+	// this branch may have a copy in; nil for the rw branch.
+	links *linkIndex
 }
 
 func (b *branch) join(rel string) string {
@@ -43,6 +46,9 @@ type entry struct {
 	top    *branch
 	st     fileID
 	layers []*branch // for directories: contributing branches, top first
+	// link, for a lower name whose hard-link group was copied up, leads
+	// to the copy, which st then describes (see linkIndex).
+	link *linkAlias
 }
 
 // fileID is what an entry keeps of the stat of its top-most copy: the
@@ -74,6 +80,15 @@ func lstatEntry(top *branch, p string) (*entry, error) {
 	return newEntry(top, &st), nil
 }
 
+// path is where the top-most copy of e, at rel, is: the group's copy for
+// an aliased lower name.
+func (e *entry) path(rel string) string {
+	if e.link != nil {
+		return e.link.path
+	}
+	return e.top.join(rel)
+}
+
 func (e *entry) isDir() bool { return e.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
 // onlyIn says directory e exists in branch b alone.
@@ -102,6 +117,15 @@ func lookupIn(layers []*branch, rel, name string) (*entry, syscall.Errno) {
 // lookupInStat is lookupIn that also leaves the whole stat of the
 // top-most copy in topSt, when not nil.
 func lookupInStat(layers []*branch, rel, name string, topSt *syscall.Stat_t) (*entry, syscall.Errno) {
+	e, errno := lookupBranches(layers, rel, name, topSt)
+	if errno == 0 && e.top.links != nil {
+		e.top.links.resolve(e, topSt)
+	}
+	return e, errno
+}
+
+// lookupBranches is lookupInStat without the link index.
+func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (*entry, syscall.Errno) {
 	var e *entry
 	crel := joinRel(rel, name)
 	tried := false

@@ -25,6 +25,7 @@ type ufs struct {
 	nsSeq    atomic.Uint64 // counts the times ns was taken for a change (see lockNS)
 	branches []*branch     // top first; guarded by ns
 	rw       *branch       // the writable branch, nil for a read-only union
+	links    *linkIndex    // copied-up lower hard-link groups; nil without rw
 
 	gen       atomic.Uint64 // bumped when cached resolutions become invalid
 	inos      *inoMap

@@ -1,0 +1,273 @@
+package unionfs
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// linkIndexName is the directory of the rw branch that keeps copied-up
+// lower hard-link groups together, named as aufs names its pseudo-links.
+const linkIndexName = ".wh..wh.plnk"
+
+// linkIndex keeps a lower hard-link group one file once the union has
+// copied one of its names up, in any directory and across mounts, as
+// overlayfs's index=on does. The copy of a file with more than one
+// lower name is also linked into the index under the lower file's
+// device and inode number. Every other name of the group then resolves
+// to that copy instead of its lower data (an aliased entry, see
+// entry.link), and its own copy-up is a hard link of the copy (a
+// link-up), not a second copy.
+//
+// Beside each copy the index keeps a symlink "KEY.n" whose target
+// "L:C" holds the group's lower link count L and the count C of its
+// lower names the union has consumed (linked up or whited out): the
+// union's link count of the copy is its own, less the index's link,
+// plus the lower names not consumed yet. A group none of whose names
+// was copied up has the count alone once a name of it is whited out,
+// and its lower file shows L - C links.
+type linkIndex struct {
+	dir   string
+	ready atomic.Bool // the directory exists; nothing to look for before
+
+	mu     sync.Mutex
+	groups map[devIno]*linkGroup // by the copy's (rw) key
+	whited map[devIno]*linkGroup // groups without a copy, by lower key
+}
+
+// linkGroup is what the index knows of one copied-up group.
+type linkGroup struct {
+	name     string // the index entry: the lower key
+	lower    uint64 // link count of the lower file when copied up
+	consumed uint64 // lower names linked up or whited out
+}
+
+// linkAlias is how an entry of a lower name whose group was copied up
+// reaches the copy.
+type linkAlias struct {
+	path   string // the copy, through the index
+	origin devIno // the lower file
+}
+
+// openLinkIndex reads the index of the rw branch rw. An entry without
+// its count (a crash between the two) counts one name consumed.
+func openLinkIndex(rw *branch) (*linkIndex, error) {
+	x := &linkIndex{dir: rw.join(linkIndexName), groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
+	ents, err := os.ReadDir(x.dir)
+	if os.IsNotExist(err) {
+		return x, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("link index %s: %w", x.dir, err)
+	}
+	x.ready.Store(true)
+	for _, d := range ents {
+		name, isCount := strings.CutSuffix(d.Name(), ".n")
+		if strings.Contains(name, ".") {
+			continue // a count being replaced
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(x.dir+"/"+name, &st); err != nil {
+			if origin, ok := parseEntryName(name); ok && isCount {
+				if g := x.readCount(name, 0, 0); g.lower > 0 {
+					x.whited[origin] = g
+				}
+			}
+			continue
+		}
+		if !isCount {
+			x.groups[keyOf(&st)] = x.readCount(name, uint64(st.Nlink), 1)
+		}
+	}
+	return x, nil
+}
+
+// readCount reads the counts of the group of index entry name; lower
+// and consumed are the counts of a group without a record.
+func (x *linkIndex) readCount(name string, lower, consumed uint64) *linkGroup {
+	g := &linkGroup{name: name, lower: lower, consumed: consumed}
+	if t, err := os.Readlink(x.dir + "/" + name + ".n"); err == nil {
+		l, c, ok := strings.Cut(t, ":")
+		lv, err1 := strconv.ParseUint(l, 10, 64)
+		cv, err2 := strconv.ParseUint(c, 10, 64)
+		if ok && err1 == nil && err2 == nil {
+			g.lower, g.consumed = lv, cv
+		}
+	}
+	return g
+}
+
+// parseEntryName is the lower key an index entry name stands for.
+func parseEntryName(name string) (devIno, bool) {
+	d, i, ok := strings.Cut(name, "-")
+	dev, err1 := strconv.ParseUint(d, 10, 64)
+	ino, err2 := strconv.ParseUint(i, 10, 64)
+	return devIno{dev, ino}, ok && err1 == nil && err2 == nil
+}
+
+// entryName is the index name of the lower file k.
+func (x *linkIndex) entryName(k devIno) string {
+	return strconv.FormatUint(k.dev, 10) + "-" + strconv.FormatUint(k.ino, 10)
+}
+
+// resolve turns e, a lower non-directory with more than one name, into
+// an alias of its group's copy when the index has one; topSt, when not
+// nil, then gets the copy's stat.
+func (x *linkIndex) resolve(e *entry, topSt *syscall.Stat_t) {
+	if x == nil || e.st.Nlink <= 1 || e.isDir() || !x.ready.Load() {
+		return
+	}
+	origin := e.st.key()
+	p := x.dir + "/" + x.entryName(origin)
+	var st syscall.Stat_t
+	if syscall.Lstat(p, &st) != nil || st.Mode&syscall.S_IFMT != e.st.Mode&syscall.S_IFMT {
+		return
+	}
+	e.st = idOf(&st)
+	e.link = &linkAlias{path: p, origin: origin}
+	if topSt != nil {
+		*topSt = st
+	}
+}
+
+// add links tmp, the new copy of the lower file origin (before it is
+// renamed into place), into the index, with one name consumed. The
+// caller holds u.ns exclusively.
+func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
+	if errno := x.ensureDir(); errno != 0 {
+		return errno
+	}
+	g := &linkGroup{name: x.entryName(origin.key()), lower: origin.Nlink, consumed: 1}
+	x.mu.Lock()
+	if w := x.whited[origin.key()]; w != nil {
+		g.consumed += w.consumed
+	}
+	x.mu.Unlock()
+	if errno := x.writeCount(g); errno != 0 {
+		return errno
+	}
+	p := x.dir + "/" + g.name
+	if err := syscall.Link(tmp, p); err != nil {
+		return errnoOf(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return errnoOf(err)
+	}
+	x.mu.Lock()
+	x.groups[keyOf(&st)] = g
+	delete(x.whited, origin.key())
+	x.mu.Unlock()
+	return 0
+}
+
+// ensureDir makes the index directory on first need.
+func (x *linkIndex) ensureDir() syscall.Errno {
+	if !x.ready.Load() {
+		if err := os.Mkdir(x.dir, 0o700); err != nil && !os.IsExist(err) {
+			return errnoOf(err)
+		}
+		x.ready.Store(true)
+	}
+	return 0
+}
+
+// remove takes the entry of origin out again, after a copy-up that
+// added it failed.
+func (x *linkIndex) remove(origin devIno) {
+	name := x.entryName(origin)
+	var st syscall.Stat_t
+	if syscall.Lstat(x.dir+"/"+name, &st) == nil {
+		x.mu.Lock()
+		delete(x.groups, keyOf(&st))
+		x.mu.Unlock()
+	}
+	_ = os.Remove(x.dir + "/" + name)
+	_ = os.Remove(x.dir + "/" + name + ".n")
+}
+
+// whiteout counts a lower name of e, a lower non-directory, as
+// consumed when the union whites it out: e's group, or its copy when e
+// is aliased, shows one link less. The caller holds u.ns exclusively.
+func (x *linkIndex) whiteout(e *entry) {
+	switch {
+	case x == nil || e.isDir():
+	case e.link != nil:
+		x.consume(e.st.key())
+	case e.st.Nlink > 1:
+		if x.ensureDir() != 0 {
+			return
+		}
+		k := e.st.key()
+		x.mu.Lock()
+		g := x.whited[k]
+		if g == nil {
+			g = &linkGroup{name: x.entryName(k), lower: e.st.Nlink}
+			x.whited[k] = g
+		}
+		g.consumed++
+		x.mu.Unlock()
+		_ = x.writeCount(g)
+	}
+}
+
+// consume counts one more lower name of the group of copy (rw key) as
+// consumed. The caller holds u.ns exclusively.
+func (x *linkIndex) consume(copy devIno) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	g := x.groups[copy]
+	if g != nil {
+		g.consumed++
+	}
+	x.mu.Unlock()
+	if g != nil {
+		_ = x.writeCount(g)
+	}
+}
+
+// writeCount records g's counts, replacing the old record atomically.
+func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
+	p := x.dir + "/" + g.name + ".n"
+	tmp := p + ".tmp"
+	_ = os.Remove(tmp)
+	x.mu.Lock()
+	target := strconv.FormatUint(g.lower, 10) + ":" + strconv.FormatUint(g.consumed, 10)
+	x.mu.Unlock()
+	if err := syscall.Symlink(target, tmp); err != nil {
+		return errnoOf(err)
+	}
+	return errnoOf(syscall.Rename(tmp, p))
+}
+
+// fixNlink sets st.Nlink to the union's link count when st is the stat
+// of a group's copy (its own count, less the index's link, plus the
+// group's lower names not consumed yet) or of a lower file some of whose
+// names were whited out (less those).
+func (x *linkIndex) fixNlink(st *syscall.Stat_t) {
+	if x == nil || st.Nlink <= 1 || !x.ready.Load() {
+		return
+	}
+	k := keyOf(st)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if g := x.groups[k]; g != nil {
+		st.Nlink = st.Nlink - 1 + g.left()
+	} else if g := x.whited[k]; g != nil {
+		st.Nlink = g.left()
+	}
+}
+
+// left is the count of g's lower names not consumed.
+func (g *linkGroup) left() uint64 {
+	if g.lower > g.consumed {
+		return g.lower - g.consumed
+	}
+	return 0
+}
