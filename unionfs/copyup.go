@@ -86,8 +86,8 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 // was copied up already is linked to that copy (under a temporary name
 // first, as link(2) replaces nothing); otherwise tmp, a copy of e the caller made in the
 // work directory (or, when "", one made here), is renamed to dst, after
-// it went into the link index when e has more names. It removes tmp when
-// it fails. The caller holds u.ns exclusively.
+// it went into the link index when e has more names (where it can). It
+// removes tmp when it fails. The caller holds u.ns exclusively.
 func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.Errno {
 	if e.link != nil {
 		removeTemp(tmp)
@@ -108,13 +108,9 @@ func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.
 			return errno
 		}
 	}
-	indexed := e.st.Nlink > 1 && u.links != nil
-	if indexed {
-		if errno := u.links.add(tmp, &e.st); errno != 0 {
-			removeTemp(tmp)
-			return errno
-		}
-	}
+	// The index is kept where the rw branch's file system can: one
+	// that cannot link leaves the group's other names lower, as before.
+	indexed := e.st.Nlink > 1 && u.links != nil && u.links.add(tmp, &e.st) == 0
 	if err := syscall.Rename(tmp, dst); err != nil {
 		removeTemp(tmp)
 		if indexed {

@@ -36,7 +36,7 @@ type linkIndex struct {
 
 	mu     sync.Mutex
 	groups map[devIno]*linkGroup // by the copy's (rw) key
-	whited map[devIno]*linkGroup // groups without a copy, by lower key
+	whited map[devIno]*linkGroup // counts of groups before a copy, by lower key
 }
 
 // linkGroup is what the index knows of one copied-up group.
@@ -135,8 +135,9 @@ func (x *linkIndex) resolve(e *entry, topSt *syscall.Stat_t) {
 }
 
 // add links tmp, the new copy of the lower file origin (before it is
-// renamed into place), into the index, with one name consumed. The
-// caller holds u.ns exclusively.
+// renamed into place), into the index, with one name consumed (a crash
+// before the count is written leaves the entry counting one name less
+// consumed than it should). The caller holds u.ns exclusively.
 func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
 	if errno := x.ensureDir(); errno != 0 {
 		return errno
@@ -147,20 +148,21 @@ func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
 		g.consumed += w.consumed
 	}
 	x.mu.Unlock()
-	if errno := x.writeCount(g); errno != 0 {
-		return errno
-	}
 	p := x.dir + "/" + g.name
 	if err := syscall.Link(tmp, p); err != nil {
 		return errnoOf(err)
 	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
+		_ = os.Remove(p)
 		return errnoOf(err)
+	}
+	if errno := x.writeCount(g); errno != 0 {
+		_ = os.Remove(p)
+		return errno
 	}
 	x.mu.Lock()
 	x.groups[keyOf(&st)] = g
-	delete(x.whited, origin.key())
 	x.mu.Unlock()
 	return 0
 }
@@ -187,7 +189,14 @@ func (x *linkIndex) remove(origin devIno) {
 		x.mu.Unlock()
 	}
 	_ = os.Remove(x.dir + "/" + name)
-	_ = os.Remove(x.dir + "/" + name + ".n")
+	x.mu.Lock()
+	w := x.whited[origin]
+	x.mu.Unlock()
+	if w != nil {
+		_ = x.writeCount(w) // the count before the copy
+	} else {
+		_ = os.Remove(x.dir + "/" + name + ".n")
+	}
 }
 
 // whiteout counts a lower name of e, a lower non-directory, as

@@ -76,8 +76,10 @@ func (b *backend) markRealRO(id string) error {
 	return nil
 }
 
-// hasWhiteouts reports whether the tree at dir holds a name beginning
-// ".wh." anywhere. It reads directories only (no stat per file).
+// hasWhiteouts reports whether the tree at dir holds a whiteout or an
+// opaque marker anywhere. The union's own entries (".wh..wh.*" but the
+// opaque marker: its work directory, its link index) hide nothing and
+// do not count. It reads directories only (no stat per file).
 func hasWhiteouts(dir string) (bool, error) {
 	f, err := os.Open(dir)
 	if err != nil {
@@ -89,7 +91,11 @@ func hasWhiteouts(dir string) (bool, error) {
 		return false, err
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), archive.WhiteoutPrefix) {
+		name := e.Name()
+		if strings.HasPrefix(name, archive.WhiteoutMetaPrefix) && name != archive.WhiteoutOpaque {
+			continue
+		}
+		if strings.HasPrefix(name, archive.WhiteoutPrefix) {
 			return true, nil
 		}
 		if e.IsDir() {

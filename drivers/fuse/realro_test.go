@@ -18,6 +18,12 @@ func TestRealROMarker(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(fs, "etc/deep/file"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The union's own directories (link index, work dir) hide nothing.
+	for _, meta := range []string{".wh..wh.plnk", ".wh..wh.orph"} {
+		if err := os.Mkdir(filepath.Join(fs, meta), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := b.markRealRO("7"); err != nil {
 		t.Fatal(err)
 	}
