@@ -13,7 +13,9 @@ import (
 // TestCrashDuringCopyUp kills the daemon with SIGKILL while it copies a
 // ~200 MB file up. After the dead mount is cleaned and the union
 // mounted again the file is the whole lower or the whole upper version,
-// and no temporary file is visible or left behind.
+// and no temporary file is visible or left behind. The file has a
+// second lower name in another directory (so the copy goes into the
+// link index too): it stays the same file.
 func TestCrashDuringCopyUp(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
@@ -33,6 +35,12 @@ func TestCrashDuringCopyUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	data = nil
+	if err := os.Mkdir(filepath.Join(ro, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(ro, "big"), filepath.Join(ro, "sub/big")); err != nil {
+		t.Fatal(err)
+	}
 
 	cmd := startDaemon(t, rw, ro, mnt)
 	t.Cleanup(func() {
@@ -92,8 +100,15 @@ func TestCrashDuringCopyUp(t *testing.T) {
 	if up, err := os.ReadFile(filepath.Join(rw, "big")); err == nil && !bytes.Equal(up, got) {
 		t.Fatal("partial upper copy visible in the rw branch")
 	}
-	if names := listDir(t, mnt); len(names) != 1 || names[0] != "big" {
+	if names := listDir(t, mnt); len(names) != 2 || names[0] != "big" || names[1] != "sub" {
 		t.Fatalf("ls after crash = %v", names)
+	}
+	a, b := statT(t, filepath.Join(mnt, "big")), statT(t, filepath.Join(mnt, "sub/big"))
+	if a.Ino != b.Ino || a.Nlink != 2 || b.Nlink != 2 {
+		t.Errorf("the two names after the crash: inode numbers %d, %d, nlink %d, %d; want one file, nlink 2", a.Ino, b.Ino, a.Nlink, b.Nlink)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "sub/big")); err != nil || sha256.Sum256(got) != want {
+		t.Errorf("sub/big after the crash: %d bytes, %v; want the file", len(got), err)
 	}
 	if ents, _ := os.ReadDir(work); len(ents) != 0 {
 		t.Fatalf("stale temp files left in the work dir: %d", len(ents))
