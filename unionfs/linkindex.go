@@ -53,8 +53,9 @@ type linkAlias struct {
 	origin devIno // the lower file
 }
 
-// openLinkIndex reads the index of the rw branch rw. An entry without
-// its count (a crash between the two) counts one name consumed.
+// openLinkIndex reads the index of the rw branch rw, and removes the
+// copies no name of the union shows any more. An entry without its count
+// (a crash between the two) counts one name consumed.
 func openLinkIndex(rw *branch) (*linkIndex, error) {
 	x := &linkIndex{dir: rw.join(linkIndexName), groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
 	ents, err := os.ReadDir(x.dir)
@@ -79,9 +80,17 @@ func openLinkIndex(rw *branch) (*linkIndex, error) {
 			}
 			continue
 		}
-		if !isCount {
-			x.groups[keyOf(&st)] = x.readCount(name, uint64(st.Nlink), 1)
+		if isCount {
+			continue
 		}
+		g := x.readCount(name, uint64(st.Nlink), 1)
+		if st.Nlink == 1 && g.left() == 0 {
+			// No name of the group is left: the copy goes.
+			_ = os.Remove(x.dir + "/" + name)
+			_ = os.Remove(x.dir + "/" + name + ".n")
+			continue
+		}
+		x.groups[keyOf(&st)] = g
 	}
 	return x, nil
 }

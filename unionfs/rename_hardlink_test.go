@@ -272,4 +272,13 @@ func TestWhiteoutOfLowerLinkCounts(t *testing.T) {
 	if got := readFile(t, tu.m("p/c")); got != "y" {
 		t.Errorf("p/c = %q, want y", got)
 	}
+	// Once no name of the group is left, a mount drops its copy.
+	if err := os.Remove(tu.m("p/c")); err != nil {
+		t.Fatal(err)
+	}
+	tu.unmount(t)
+	tu.remount(t)
+	if ents, err := os.ReadDir(tu.b(0, linkIndexName)); err != nil || len(ents) != 0 {
+		t.Errorf("link index after the group's last name went: %d entries, %v; want none", len(ents), err)
+	}
 }
