@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // linkIndexName is the directory of the rw branch that keeps copied-up
@@ -288,4 +290,14 @@ func (g *linkGroup) left() uint64 {
 		return g.lower - g.consumed
 	}
 	return 0
+}
+
+// fixNlinkStatx is fixNlink for a statx result.
+func (x *linkIndex) fixNlinkStatx(stx *unix.Statx_t) {
+	if x == nil || stx.Nlink <= 1 {
+		return
+	}
+	st := syscall.Stat_t{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino, Nlink: uint64(stx.Nlink)}
+	x.fixNlink(&st)
+	stx.Nlink = uint32(st.Nlink)
 }
