@@ -72,7 +72,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	if err != nil {
 		return errnoOf(err)
 	}
-	u.inos.setAlias(ne.st.key(), n.ino)
+	u.numberCopy(dst, ne.st.key(), n.ino)
 	n.mu.Lock()
 	n.e = ne
 	n.gen = u.gen.Load()
@@ -185,7 +185,7 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 		return nil, errnoOf(err)
 	}
 	ne.layers = append([]*branch{u.rw}, e.layers...)
-	u.inos.setAlias(ne.st.key(), n.ino)
+	u.numberCopy(dst, ne.st.key(), n.ino)
 	n.setEntry(ne)
 	return origin, 0
 }
@@ -355,8 +355,8 @@ func copyXattrs(src, dst string) error {
 		return errno
 	}
 	for _, name := range strings.Split(string(list), "\x00") {
-		if name == "" {
-			continue
+		if name == "" || ownXattr(name) {
+			continue // (a copy of this union gets its own)
 		}
 		vsz, err := unix.Lgetxattr(src, name, nil)
 		if err != nil {

@@ -84,9 +84,9 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 		}
 	}
 	if fresh {
-		u.inos.fresh(e.st.key())
+		return u.childNodeIno(ctx, n, e, &full, u.inos.fresh(e.st.key()), out), 0
 	}
-	return u.childNode(ctx, n, e, &full, out), 0
+	return u.childNode(ctx, n, pe.layers, prel, name, e, &full, out), 0
 }
 
 // daemonIsRoot says the daemon may give new files the caller's owner.

@@ -1,33 +1,79 @@
 package unionfs
 
 import (
+	"encoding/binary"
 	"sync"
-
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // devIno names a file in one branch filesystem.
 type devIno struct{ dev, ino uint64 }
 
-// inoMap hands out inode numbers that stay the same for the life of the
-// mount: the first (dev, ino) under which a file is seen gets a number,
-// and a copy-up adds the upper (dev, ino) as an alias of the same number.
+// inoMap hands out the union's inode numbers, which stay the same for
+// the life of the mount: the first (dev, ino) under which a file is seen
+// gets a number, and a copy-up adds the upper (dev, ino) as an alias of
+// the same number.
+//
+// When every branch is on one file system (realDev), a file of it is
+// numbered by its own inode number, unique on that file system, and a
+// copy by its origin's (see originXattr), so the numbers also hold
+// across mounts, as kernel overlayfs's do on one file system. The map
+// then holds only the aliases; numbers it hands out (files of a branch
+// added on another file system) start at allocBase, above any such. A
+// number some alias answers with is no file's own any more (taken): a
+// lower file removed from outside may give its inode to a new file
+// while its copy still answers with its number.
 type inoMap struct {
-	mu   sync.Mutex
-	next uint64
-	m    map[devIno]uint64
+	mu      sync.Mutex
+	next    uint64
+	m       map[devIno]uint64
+	real    bool
+	realDev uint64
+	taken   map[uint64]struct{}
 }
 
+// allocBase is the first number an inoMap with real numbers hands out.
+const allocBase = 1 << 62
+
 func newInoMap() *inoMap { return &inoMap{next: 2, m: map[devIno]uint64{}} }
+
+// newRealInoMap is an inoMap that numbers the files of file system dev
+// by their own inode numbers.
+func newRealInoMap(dev uint64) *inoMap {
+	return &inoMap{next: allocBase, m: map[devIno]uint64{}, real: true, realDev: dev, taken: map[uint64]struct{}{}}
+}
 
 // keyOf is the inode key of the file st describes.
 func keyOf(st *syscall.Stat_t) devIno { return devIno{uint64(st.Dev), st.Ino} }
 
-// get returns the stable number of k, allocating one on first sight.
-func (m *inoMap) get(k devIno) uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// own is k's own inode number, when it can be the union's. The caller
+// holds m.mu.
+func (m *inoMap) own(k devIno) (uint64, bool) {
+	if m.real && k.dev == m.realDev && k.ino > 1 && k.ino < allocBase {
+		if _, taken := m.taken[k.ino]; !taken {
+			return k.ino, true
+		}
+	}
+	return 0, false
+}
+
+// setLocked makes k answer with v. The caller holds m.mu.
+func (m *inoMap) setLocked(k devIno, v uint64) {
+	m.m[k] = v
+	if m.real && (k.dev != m.realDev || k.ino != v) && v < allocBase {
+		m.taken[v] = struct{}{}
+	}
+}
+
+// numberLocked is k's number: its alias, its own, else a new one
+// (recorded). The caller holds m.mu.
+func (m *inoMap) numberLocked(k devIno) uint64 {
 	if v, ok := m.m[k]; ok {
+		return v
+	}
+	if v, ok := m.own(k); ok {
 		return v
 	}
 	v := m.next
@@ -36,18 +82,19 @@ func (m *inoMap) get(k devIno) uint64 {
 	return v
 }
 
-// alias makes upper answer with the number of origin.
-func (m *inoMap) alias(origin, upper devIno) uint64 {
+// get returns the stable number of k, allocating one on first sight.
+func (m *inoMap) get(k devIno) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	v, ok := m.m[origin]
-	if !ok {
-		v = m.next
-		m.next++
-		m.m[origin] = v
-	}
-	m.m[upper] = v
-	return v
+	return m.numberLocked(k)
+}
+
+// lookup returns the number recorded for k, if any.
+func (m *inoMap) lookup(k devIno) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[k]
+	return v, ok
 }
 
 // join gives origin and upper one number: upper's when it has one, else
@@ -57,20 +104,19 @@ func (m *inoMap) join(origin, upper devIno) uint64 {
 	defer m.mu.Unlock()
 	v, ok := m.m[upper]
 	if !ok {
-		if v, ok = m.m[origin]; !ok {
-			v = m.next
-			m.next++
-		}
-		m.m[upper] = v
+		v = m.numberLocked(origin)
+		m.setLocked(upper, v)
 	}
-	m.m[origin] = v
+	if _, own := m.own(origin); !own || v != origin.ino {
+		m.setLocked(origin, v)
+	}
 	return v
 }
 
 // setAlias makes upper answer with number v.
 func (m *inoMap) setAlias(upper devIno, v uint64) {
 	m.mu.Lock()
-	m.m[upper] = v
+	m.setLocked(upper, v)
 	m.mu.Unlock()
 }
 
@@ -87,8 +133,90 @@ func (m *inoMap) drop(k devIno) {
 func (m *inoMap) fresh(k devIno) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.m, k)
+	if v, ok := m.own(k); ok {
+		return v
+	}
 	v := m.next
 	m.next++
 	m.m[k] = v
 	return v
+}
+
+// originXattr holds, on a copy in the rw branch, the union's inode number
+// of the file it was copied from (8 bytes, little endian), so a later
+// mount numbers the copy as this one did. The union hides it: it is not
+// listed, read, set or removed through the mount, nor copied up.
+const originXattr = "trusted.unionfs.ino"
+
+// ownXattr reports attribute names the union keeps to itself.
+func ownXattr(name string) bool { return len(name) >= 16 && name[:16] == "trusted.unionfs." }
+
+// setOrigin records on copy p that it numbers as v. A file system
+// without trusted attributes keeps nothing: the copy then numbers as
+// itself after a remount.
+func setOrigin(p string, v uint64) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	_ = unix.Lsetxattr(p, originXattr, b[:], 0)
+}
+
+// numberCopy makes the file at p of the rw branch, key upper, answer
+// with number v: a copy, or a file moved, that keeps the number its
+// origin had. On one file system the copy records it (setOrigin) for
+// later mounts.
+func (u *ufs) numberCopy(p string, upper devIno, v uint64) {
+	u.inos.setAlias(upper, v)
+	if u.inos.real && v != upper.ino {
+		setOrigin(p, v)
+	}
+}
+
+// numberAs is numberCopy with the number of origin.
+func (u *ufs) numberAs(p string, origin, upper devIno) {
+	u.numberCopy(p, upper, u.inos.get(origin))
+}
+
+// readOrigin returns the number recorded on p by setOrigin.
+func readOrigin(p string) (uint64, bool) {
+	var b [8]byte
+	n, err := unix.Lgetxattr(p, originXattr, b[:])
+	if err != nil || n != 8 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(b[:]), true
+}
+
+// upperIno is the number of k, the file name of the rw branch in
+// directory rel, whose merged contents come from layers: an alias
+// recorded in this mount, else the origin recorded on the copy while
+// the branches below still show that file at the same name (so the
+// number is still its, not reused by the file system for another),
+// else its own. The answer is remembered, so the attribute is read
+// once. The caller holds u.ns.
+func (u *ufs) upperIno(k devIno, layers []*branch, rel, name string) uint64 {
+	if !u.inos.real {
+		return u.inos.get(k)
+	}
+	if v, ok := u.inos.lookup(k); ok {
+		return v
+	}
+	if v, ok := readOrigin(u.rw.join(joinRel(rel, name))); ok {
+		if le, ok := lowerHas(layers, u.rw, rel, name); ok && le.originNumber() == v {
+			u.inos.setAlias(k, v)
+			return v
+		}
+	}
+	v := u.inos.get(k)
+	u.inos.setAlias(k, v)
+	return v
+}
+
+// originNumber is the inode number e's lower file has of its own: the
+// lower file of an aliased entry.
+func (e *entry) originNumber() uint64 {
+	if e.link != nil {
+		return e.link.origin.ino
+	}
+	return e.st.Ino
 }

@@ -234,10 +234,13 @@ func (g *modelGen) next() modelOp {
 }
 
 // modelTree describes every entry below root: type, permissions, link
-// count of non-directories, and content or target.
+// count of non-directories, and content or target, and the other names
+// with its inode number (so a union that gave two files one number, or
+// one file two, differs from the plain tree).
 func modelTree(t *testing.T, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
+	byIno := map[uint64][]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -253,6 +256,7 @@ func modelTree(t *testing.T, root string) map[string]string {
 		perm := st.Mode & 0o7777
 		owner := fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 		xattrs := modelXattrs(p)
+		byIno[st.Ino] = append(byIno[st.Ino], rel)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			out[rel] = fmt.Sprintf("dir %o %s%s", perm, owner, xattrs)
@@ -275,6 +279,14 @@ func modelTree(t *testing.T, root string) map[string]string {
 	})
 	if err != nil {
 		t.Fatalf("walk %s: %v", root, err)
+	}
+	for _, names := range byIno {
+		if len(names) > 1 {
+			sort.Strings(names)
+			for _, rel := range names {
+				out[rel] += " same inode as " + strings.Join(names, ",")
+			}
+		}
 	}
 	return out
 }

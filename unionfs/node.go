@@ -172,19 +172,28 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.u.watcher != nil && e.isDir() {
 		n.u.watcher.watch(joinRel(prel, name), e.layers)
 	}
-	return n.u.childNode(ctx, n, e, &st, out), 0
+	return n.u.childNode(ctx, n, pe.layers, prel, name, e, &st, out), 0
 }
 
-// childNode makes (or finds) the node of e, a child of parent; st is the
-// stat of e's top-most copy.
-func (u *ufs) childNode(ctx context.Context, parent *node, e *entry, st *syscall.Stat_t, out *fuse.EntryOut) *fs.Inode {
+// childNode makes (or finds) the node of e, child name of parent (at
+// prel, merged from layers); st is the stat of e's top-most copy. The
+// caller holds u.ns.
+func (u *ufs) childNode(ctx context.Context, parent *node, layers []*branch, prel, name string, e *entry, st *syscall.Stat_t, out *fuse.EntryOut) *fs.Inode {
 	var ino uint64
-	if e.link != nil {
+	switch {
+	case e.link != nil:
 		// The group's number, also for a listing that saw the lower file.
 		ino = u.inos.join(e.link.origin, e.st.key())
-	} else {
+	case e.top == u.rw:
+		ino = u.upperIno(e.st.key(), layers, prel, name)
+	default:
 		ino = u.inos.get(e.st.key())
 	}
+	return u.childNodeIno(ctx, parent, e, st, ino, out)
+}
+
+// childNodeIno is childNode for a child whose number is known.
+func (u *ufs) childNodeIno(ctx context.Context, parent *node, e *entry, st *syscall.Stat_t, ino uint64, out *fuse.EntryOut) *fs.Inode {
 	u.links.fixNlink(st)
 	out.Attr.FromStat(st)
 	out.Attr.Ino = ino
@@ -385,6 +394,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // Getxattr reads an attribute of the top-most copy.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if ownXattr(attr) {
+		return 0, syscall.ENODATA
+	}
 	_, p, errno := n.where()
 	if errno != 0 {
 		return 0, errno
@@ -393,25 +405,24 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(sz), errnoOf(err)
 }
 
-// Listxattr lists the attributes of the top-most copy. The daemon reads
-// them as root, so trusted.* names are taken out of the list for any
-// other caller, as Linux file systems (and kernel overlayfs) list them.
+// Listxattr lists the attributes of the top-most copy, but the union's
+// own (see ownXattr). The daemon reads them as root, so trusted.* names
+// are taken out of the list for any other caller, as Linux file systems
+// (and kernel overlayfs) list them.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	_, p, errno := n.where()
 	if errno != 0 {
 		return 0, errno
 	}
-	if c, ok := fuse.FromContext(ctx); !ok || c.Uid == 0 {
-		sz, err := unix.Llistxattr(p, dest)
-		return uint32(sz), errnoOf(err)
-	}
+	c, ok := fuse.FromContext(ctx)
+	root := !ok || c.Uid == 0
 	list, errno := listXattrNames(p)
 	if errno != 0 {
 		return 0, errno
 	}
 	var out []byte
 	for name := range bytes.SplitSeq(list, []byte{0}) {
-		if len(name) > 0 && !bytes.HasPrefix(name, []byte("trusted.")) {
+		if len(name) > 0 && (root || !bytes.HasPrefix(name, []byte("trusted."))) && !ownXattr(string(name)) {
 			out = append(append(out, name...), 0)
 		}
 	}
@@ -442,8 +453,12 @@ func listXattrNames(p string) ([]byte, syscall.Errno) {
 	}
 }
 
-// Setxattr copies up and sets an attribute.
+// Setxattr copies up and sets an attribute; the union's own are
+// refused.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if ownXattr(attr) {
+		return syscall.EPERM
+	}
 	p, errno := n.upperPath(ctx, true)
 	if errno != 0 {
 		return errno

@@ -170,14 +170,20 @@ func (n *node) mergedEntriesListed() ([]fuse.DirEntry, *listedTops, syscall.Errn
 	}
 	seq := n.u.nsSeq.Load()
 	ents, errno := mergedListing(e.layers, rel)
-	n.u.ns.RUnlock()
 	if errno != 0 {
+		n.u.ns.RUnlock()
 		return nil, nil, errno
 	}
+	defer n.u.ns.RUnlock()
 	lt := &listedTops{rel: rel, seq: seq, taken: time.Now(), tops: make(map[string]dirent, len(ents))}
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, d := range ents {
-		ino := n.u.inos.get(devIno{d.br.dev, d.ino})
+		var ino uint64
+		if d.br == n.u.rw {
+			ino = n.u.upperIno(devIno{d.br.dev, d.ino}, e.layers, rel, d.name)
+		} else {
+			ino = n.u.inos.get(devIno{d.br.dev, d.ino})
+		}
 		list = append(list, fuse.DirEntry{Name: d.name, Ino: ino, Mode: uint32(d.typ) << 12})
 		if d.typ != 0 && uint32(d.typ)<<12 != syscall.S_IFDIR {
 			lt.tops[d.name] = d
@@ -238,5 +244,13 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 	}
 	e := newEntry(d.br, &st)
 	d.br.links.resolve(e, &st) // a copied-up hard-link group shows its copy
-	return u.childNode(ctx, n, e, &st, out), true
+	var layers []*branch
+	if d.br == u.rw {
+		pe, _, errno := n.resolve()
+		if errno != 0 {
+			return nil, false
+		}
+		layers = pe.layers
+	}
+	return u.childNode(ctx, n, layers, lt.rel, name, e, &st, out), true
 }

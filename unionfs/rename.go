@@ -151,9 +151,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errnoOf(err)
 	}
 	if ch := n.GetChild(name); ch != nil {
-		u.inos.setAlias(moved.st.key(), ch.StableAttr().Ino)
+		u.numberCopy(dstPath, moved.st.key(), ch.StableAttr().Ino)
 	} else {
-		u.inos.alias(se.st.key(), moved.st.key())
+		u.numberAs(dstPath, se.st.key(), moved.st.key())
 	}
 	if moved.isDir() {
 		u.dirGone(joinRel(prel, name))
@@ -207,7 +207,7 @@ func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
 		}
 		var st syscall.Stat_t
 		if syscall.Lstat(cdst, &st) == nil {
-			u.inos.alias(ce.st.key(), keyOf(&st))
+			u.numberAs(cdst, ce.st.key(), keyOf(&st))
 		}
 	}
 	var st syscall.Stat_t
@@ -355,14 +355,14 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		return errnoOf(err)
 	}
 	if ch := parent.GetChild(name); ch != nil {
-		u.inos.setAlias(keyOf(&st), ch.StableAttr().Ino)
+		u.numberCopy(p, keyOf(&st), ch.StableAttr().Ino)
 		if cn, ok := ch.Operations().(*node); ok && !e.isDir() {
 			cn.mu.Lock()
 			cn.copyGen++
 			cn.mu.Unlock()
 		}
 	} else {
-		u.inos.alias(e.st.key(), keyOf(&st))
+		u.numberAs(p, e.st.key(), keyOf(&st))
 	}
 	return 0
 }

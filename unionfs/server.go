@@ -58,6 +58,17 @@ func openBranches(branches []Branch) ([]*branch, *branch, error) {
 	return out, rw, nil
 }
 
+// inoMapFor numbers the files of branches brs by their own inode
+// numbers when all are on one file system (see inoMap).
+func inoMapFor(brs []*branch) *inoMap {
+	for _, b := range brs[1:] {
+		if b.dev != brs[0].dev {
+			return newInoMap()
+		}
+	}
+	return newRealInoMap(brs[0].dev)
+}
+
 // withDefaults fills unset options. A zero timeout means the default; a
 // negative one turns that cache off.
 func withDefaults(o Options) Options {
@@ -109,7 +120,7 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	u := &ufs{opts: opts, branches: brs, rw: rw, inos: newInoMap(), nodes: map[uint64]*node{}, nameMax: 251}
+	u := &ufs{opts: opts, branches: brs, rw: rw, inos: inoMapFor(brs), nodes: map[uint64]*node{}, nameMax: 251}
 	// A union without an rw branch never copies up (none can be added
 	// later), so passing its lower files through costs nothing.
 	u.ptLower = opts.Passthrough && (opts.PassthroughLower || rw == nil)

@@ -466,7 +466,7 @@ func setTimes(pfd int, base string, hdr *tar.Header) error {
 func xattrsOf(hdr *tar.Header) [][2]string {
 	var out [][2]string
 	for k, v := range hdr.PAXRecords {
-		if name, ok := strings.CutPrefix(k, paxXattrPrefix); ok && name != "" && !isOverlayXattr(name) {
+		if name, ok := strings.CutPrefix(k, paxXattrPrefix); ok && name != "" && !isDriverXattr(name) {
 			out = append(out, [2]string{name, v})
 		}
 	}

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -75,5 +76,55 @@ func TestCompressStreams(t *testing.T) {
 	}
 	if _, err := CompressStream(&bytes.Buffer{}, Xz); !errors.Is(err, ErrUnsupportedCompression) {
 		t.Errorf("xz compress: %v", err)
+	}
+}
+
+// The union's own records on the copies of its rw branch (unionfs keeps
+// a copy's inode number in trusted.unionfs.ino) are storage metadata:
+// a layer written from such a directory leaves them out, and a tar that
+// carries one does not set it.
+func TestUnionfsXattrsAreNotContent(t *testing.T) {
+	testenv.NeedRoot(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "copied")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{"trusted.unionfs.ino": "12345678", "user.kept": "yes"} {
+		if err := unix.Lsetxattr(p, name, []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	if _, err := WriteLayer(context.Background(), dir, FormatAUFS, &out); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&out)
+	seen := false
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if h.Name != "copied" {
+			continue
+		}
+		seen = true
+		if _, ok := h.PAXRecords["SCHILY.xattr.trusted.unionfs.ino"]; ok {
+			t.Error("the layer carries trusted.unionfs.ino")
+		}
+		if h.PAXRecords["SCHILY.xattr.user.kept"] != "yes" {
+			t.Errorf("the layer lost user.kept: %v", h.PAXRecords)
+		}
+	}
+	if !seen {
+		t.Fatal("copied is not in the layer")
+	}
+	f := fileE("f", "x", 0o644)
+	f.h.PAXRecords = map[string]string{"SCHILY.xattr.trusted.unionfs.ino": "12345678"}
+	root := t.TempDir()
+	apply(t, root, tarOf(t, f), ApplyOptions{})
+	if _, err := unix.Lgetxattr(filepath.Join(root, "f"), "trusted.unionfs.ino", nil); err != unix.ENODATA {
+		t.Errorf("applied trusted.unionfs.ino: %v", err)
 	}
 }

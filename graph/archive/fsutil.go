@@ -18,10 +18,12 @@ const (
 	paxXattrPrefix       = "SCHILY.xattr."
 )
 
-// isOverlayXattr reports whether name is overlayfs's own metadata, which
-// is never layer content: it is neither exported nor applied from a tar.
-func isOverlayXattr(name string) bool {
-	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+// isDriverXattr reports whether name is a storage driver's own metadata
+// (overlayfs's, or unionfs's origin records on copies), which is never
+// layer content: it is neither exported nor applied from a tar.
+func isDriverXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") ||
+		strings.HasPrefix(name, "trusted.unionfs.")
 }
 
 // procPath names base in the directory open as dirfd, for the few calls
@@ -101,7 +103,7 @@ func listXattrs(path string) (map[string][]byte, error) {
 	}
 	var out map[string][]byte
 	for _, name := range bytes.Split(buf[:n], []byte{0}) {
-		if len(name) == 0 || isOverlayXattr(string(name)) {
+		if len(name) == 0 || isDriverXattr(string(name)) {
 			continue
 		}
 		v, err := getXattr(path, string(name))

@@ -1,0 +1,129 @@
+package unionfs
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// direntInos lists directory p with getdents and returns each name's
+// d_ino.
+func direntInos(t testing.TB, p string) map[string]uint64 {
+	t.Helper()
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	out := map[string]uint64{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n <= 0 {
+			return out
+		}
+		for b := buf[:n]; len(b) > 0; {
+			d := (*syscall.Dirent)(unsafe.Pointer(&b[0]))
+			name := b[19:d.Reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			out[string(name)] = d.Ino
+			b = b[d.Reclen:]
+		}
+	}
+}
+
+// TestInodeNumbersSurviveRemount: with every branch on one file system
+// a file's inode number is its own (of the file it was copied from, once
+// copied up), so it holds across a copy-up and a remount, as kernel
+// overlayfs's do, and a listing gives the same numbers as stat. The
+// record a copy keeps of its number is the union's own attribute, never
+// shown, set or copied; once its origin is gone from the branches below,
+// a copy numbers as itself.
+func TestInodeNumbersSurviveRemount(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{
+		"1:f": "lower f", "1:d/g": "g", "1:d/sub/h": "h", "1:keep": "k",
+	}, Options{Passthrough: true})
+	names := []string{"f", "d", "d/g", "d/sub", "d/sub/h", "keep"}
+	inos := map[string]uint64{}
+	for _, name := range names {
+		inos[name] = statT(t, tu.m(name)).Ino
+		if own := statT(t, tu.b(1, name)).Ino; inos[name] != own {
+			t.Errorf("%s: inode number %d, the lower file's is %d", name, inos[name], own)
+		}
+	}
+	if err := os.WriteFile(tu.m("f"), []byte("copied up"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tu.m("d/sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tu.m("n"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(tu.m("m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names = append(names, "n", "m")
+	inos["n"], inos["m"] = statT(t, tu.m("n")).Ino, statT(t, tu.m("m")).Ino
+	check := func(when string) {
+		t.Helper()
+		for _, name := range names {
+			if got := statT(t, tu.m(name)).Ino; got != inos[name] {
+				t.Errorf("%s: %s has inode number %d, had %d", when, name, got, inos[name])
+			}
+		}
+		for dir, list := range map[string][]string{"": {"f", "d", "keep", "n", "m"}, "d": {"g", "sub"}} {
+			ents := direntInos(t, tu.m(dir))
+			for _, name := range list {
+				if got, want := ents[name], inos[joinRel(dir, name)]; got != want {
+					t.Errorf("%s: %s is listed with inode number %d, stat says %d", when, joinRel(dir, name), got, want)
+				}
+			}
+		}
+	}
+	check("mounted")
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted")
+
+	// The record is the union's.
+	if err := unix.Lsetxattr(tu.m("f"), "user.x", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(tu.m("f"), buf)
+	if err != nil || string(buf[:n]) != "user.x\x00" {
+		t.Errorf("listxattr f: %q, %v; want only user.x", buf[:max(n, 0)], err)
+	}
+	if _, err := unix.Lgetxattr(tu.m("f"), originXattr, buf); err != unix.ENODATA {
+		t.Errorf("getxattr %s: %v, want ENODATA", originXattr, err)
+	}
+	if err := unix.Lsetxattr(tu.m("keep"), originXattr, []byte("12345678"), 0); err != unix.EPERM {
+		t.Errorf("setxattr %s: %v, want EPERM", originXattr, err)
+	}
+	if _, err := unix.Lgetxattr(tu.b(0, "f"), originXattr, buf); err != nil {
+		t.Errorf("the copy of f keeps no record: %v", err)
+	}
+
+	// A lower file removed from outside may give its inode number to a
+	// new file: its copy no longer answers with it.
+	tu.unmount(t)
+	if err := os.Remove(tu.b(1, "f")); err != nil {
+		t.Fatal(err)
+	}
+	tu.remount(t)
+	if got, own := statT(t, tu.m("f")).Ino, statT(t, tu.b(0, "f")).Ino; got != own {
+		t.Errorf("f without its origin: inode number %d, want its own %d", got, own)
+	}
+}
