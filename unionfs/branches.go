@@ -36,7 +36,11 @@ func (s *Server) AddBranch(b Branch, index int) error {
 			return fmt.Errorf("add branch %s: already in the stack", b.Path)
 		}
 	}
-	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev)}
+	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev), rootFd: -1}
+	if err := u.openBranchRoot(nb); err != nil {
+		u.ns.Unlock()
+		return fmt.Errorf("add branch %s: %w", b.Path, err)
+	}
 	nb.cache = u.branchCache(nb)
 	nb.links = u.links
 	brs := append([]*branch(nil), u.branches[:index]...)

@@ -41,7 +41,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	// group has a copy already is linked to it under the lock.
 	var tmp string
 	if e.link == nil {
-		if tmp, _, errno = u.copyToTemp(e.top.join(rel), withData); errno != 0 {
+		if tmp, _, errno = u.copyToTemp(e.top, rel, withData); errno != 0 {
 			return errno
 		}
 	}
@@ -63,11 +63,16 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 			return errno
 		}
 	}
-	dst := u.rw.join(rel2)
+	dst, release, errno := u.rw.confine(rel2)
+	if errno != 0 {
+		removeTemp(tmp)
+		return errno
+	}
+	defer release()
 	if errno := u.placeLower(e2, rel2, dst, tmp, withData); errno != 0 {
 		return errno
 	}
-	restoreTimes(filepath.Dir(dst), parentOrigin)
+	restoreTimes(parentDir(dst), parentOrigin)
 	ne, err := lstatEntry(u.rw, dst)
 	if err != nil {
 		return errnoOf(err)
@@ -104,7 +109,7 @@ func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.
 	}
 	if tmp == "" {
 		var errno syscall.Errno
-		if tmp, _, errno = u.copyToTemp(e.top.join(rel), withData); errno != 0 {
+		if tmp, _, errno = u.copyToTemp(e.top, rel, withData); errno != 0 {
 			return errno
 		}
 	}
@@ -139,6 +144,11 @@ func (u *ufs) ensureUpperDir(n *node) syscall.Errno {
 	return errno
 }
 
+// parentDir is the directory holding p, a path (confined or not) that
+// names a file in it, as a path to give a call that acts on the
+// directory itself (not on a /proc/self/fd link).
+func parentDir(p string) string { return filepath.Dir(p) + "/." }
+
 // restoreTimes gives rw directory p the times of its origin, which the
 // copy-up of a child into it changed. A nil origin means p was not
 // copied up just now, and its times are left alone.
@@ -169,17 +179,22 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 			return nil, errno
 		}
 	}
-	tmp, origin, errno := u.copyToTemp(e.top.join(rel), false)
+	tmp, origin, errno := u.copyToTemp(e.top, rel, false)
 	if errno != 0 {
 		return nil, errno
 	}
 	u.watchNewDir(tmp)
-	dst := u.rw.join(rel)
+	dst, release, errno := u.rw.confine(rel)
+	if errno != 0 {
+		_ = os.RemoveAll(tmp)
+		return nil, errno
+	}
+	defer release()
 	if err := syscall.Rename(tmp, dst); err != nil {
 		_ = os.RemoveAll(tmp)
 		return nil, errnoOf(err)
 	}
-	restoreTimes(filepath.Dir(dst), parentOrigin)
+	restoreTimes(parentDir(dst), parentOrigin)
 	ne, err := lstatEntry(u.rw, dst)
 	if err != nil {
 		return nil, errnoOf(err)
@@ -190,10 +205,15 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 	return origin, 0
 }
 
-// copyToTemp copies one object (not a directory's contents) from src to a
-// new temporary name in the work directory, with its metadata, and
-// returns that name and the stat of src it copied.
-func (u *ufs) copyToTemp(src string, withData bool) (string, *syscall.Stat_t, syscall.Errno) {
+// copyToTemp copies one object (not a directory's contents), rel of
+// branch b, to a new temporary name in the work directory, with its
+// metadata, and returns that name and the stat of the object it copied.
+func (u *ufs) copyToTemp(b *branch, rel string, withData bool) (string, *syscall.Stat_t, syscall.Errno) {
+	src, release, errno := b.confine(rel)
+	if errno != 0 {
+		return "", nil, errno
+	}
+	defer release()
 	tmp := u.tempName("cu")
 	st, err := copyObject(src, tmp, withData)
 	if err != nil {

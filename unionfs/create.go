@@ -69,7 +69,11 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 			return nil, errno
 		}
 	}
-	p := u.rw.join(joinRel(prel, name))
+	p, release, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		return nil, errno
+	}
+	defer release()
 	var full syscall.Stat_t
 	if st != nil {
 		full = *st
@@ -84,7 +88,9 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 		}
 	}
 	if fresh {
-		return u.childNodeIno(ctx, n, e, &full, u.inos.fresh(e.st.key()), out), 0
+		ino := u.inos.fresh(e.st.key())
+		u.retireNumber(ino) // a removed file's, reused by the branch
+		return u.childNodeIno(ctx, n, e, &full, ino, out), 0
 	}
 	return u.childNode(ctx, n, pe.layers, prel, name, e, &full, out), 0
 }
@@ -145,7 +151,12 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		u.ns.Unlock()
 		return nil, nil, 0, errno
 	}
-	p := u.rw.join(joinRel(prel, name))
+	p, release, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	defer release()
 	// With passthrough the new file's handle will be one (no other
 	// handle of it can be cached yet), and that needs a descriptor that
 	// can read and write: open it so now rather than reopen it.
@@ -175,7 +186,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	cn.mu.Lock()
 	gen := cn.copyGen
 	cn.mu.Unlock()
-	fh, fuseFlags, errno := cn.newHandleFd(fd, p, gen, nil, flags, u.opts.Passthrough)
+	fh, fuseFlags, errno := cn.newHandleFd(fd, gen, nil, flags, u.opts.Passthrough)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -200,12 +211,16 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	// under a hidden name (never listed, and removed with the parent's
 	// whiteouts) and renamed into place once it is, so the lower names
 	// never show in it, even after a crash.
-	p := u.rw.join(joinRel(prel, name))
+	p, release, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		return nil, errno
+	}
+	defer release()
 	le, ok := lowerHas(pe.layers, u.rw, prel, name)
 	opaque := ok && le.isDir()
 	mk := p
 	if opaque {
-		mk = u.rw.join(joinRel(prel, u.hiddenTempName("mkdir")))
+		mk = p[:len(p)-len(name)] + u.hiddenTempName("mkdir") // beside it
 	}
 	if err := syscall.Mkdir(mk, mode); err != nil {
 		return nil, errnoOf(err)
@@ -245,7 +260,11 @@ func (n *node) makeEntry(ctx context.Context, name string, out *fuse.EntryOut, m
 	if errno != 0 {
 		return nil, errno
 	}
-	p := u.rw.join(joinRel(prel, name))
+	p, release, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		return nil, errno
+	}
+	defer release()
 	if err := mk(p); err != nil {
 		return nil, errnoOf(err)
 	}
@@ -269,7 +288,13 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		u.ns.Unlock()
 		return nil, errno
 	}
-	if ok, errno := tn.linkTmpfile(u.rw.join(joinRel(prel, name))); ok {
+	p, release, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, errno
+	}
+	defer release()
+	if ok, errno := tn.linkTmpfile(p); ok {
 		defer u.ns.Unlock()
 		if errno != 0 {
 			return nil, errno
@@ -294,7 +319,17 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if te.top != u.rw {
 		return nil, syscall.EIO
 	}
-	if err := syscall.Link(te.top.join(trel), u.rw.join(joinRel(prel, name))); err != nil {
+	src, releaseSrc, errno := u.rw.confine(trel)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer releaseSrc()
+	dst, releaseDst, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		return nil, errno
+	}
+	defer releaseDst()
+	if err := syscall.Link(src, dst); err != nil {
 		return nil, errnoOf(err)
 	}
 	return n.finishCreate(ctx, pe, prel, name, false, out)

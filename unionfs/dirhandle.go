@@ -53,8 +53,10 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		_ = n.NotifyContent(0, 0)
 	}
 	d := &dirHandle{n: n, fd: -1, ds: ds}
-	if e, p, errno := n.where(); errno == 0 {
-		if fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0); err == nil {
+	if e, p, release, errno := n.where(); errno == 0 {
+		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		release()
+		if err == nil {
 			d.fd, d.fdBr = fd, e.top
 			n.mu.Lock()
 			dir := n.dirLocked()

@@ -81,11 +81,12 @@ func (h *handle) current() (int, syscall.Errno) {
 	if gen == h.gen {
 		return h.fd, 0
 	}
-	e, p, errno := h.n.where()
+	e, p, release, errno := h.n.where()
 	if errno != 0 {
 		return h.fd, 0 // keep reading what we have (e.g. removed)
 	}
 	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	release()
 	if err != nil {
 		return h.fd, 0
 	}

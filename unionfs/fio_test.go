@@ -53,7 +53,9 @@ func TestFioVerify(t *testing.T) {
 						"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--randrepeat=0",
 						"--output-format=terse",
 					}, job.args...)
-					if out, err := exec.Command(fio, args...).CombinedOutput(); err != nil {
+					cmd := exec.Command(fio, args...)
+					cmd.Dir = t.TempDir() // where fio leaves its verify state
+					if out, err := cmd.CombinedOutput(); err != nil {
 						t.Fatalf("fio %v: %v\n%s", args, err, out)
 					}
 					if got, err := os.ReadFile(tu.b(1, name)); err != nil || string(got) != string(lower) {

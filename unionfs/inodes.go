@@ -89,6 +89,13 @@ func (m *inoMap) get(k devIno) uint64 {
 	return m.numberLocked(k)
 }
 
+// ownNumber is k's own number, when it can be the union's.
+func (m *inoMap) ownNumber(k devIno) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.own(k)
+}
+
 // lookup returns the number recorded for k, if any.
 func (m *inoMap) lookup(k devIno) (uint64, bool) {
 	m.mu.Lock()

@@ -33,8 +33,12 @@ const linkIndexName = ".wh..wh.plnk"
 // was copied up has the count alone once a name of it is whited out,
 // and its lower file shows L - C links.
 type linkIndex struct {
-	dir   string
-	ready atomic.Bool // the directory exists; nothing to look for before
+	rw    *branch
+	dir   string      // for messages
+	fd    int         // the directory, once ready
+	ready atomic.Bool // the directory exists and is open; nothing to look for before
+	// keep registers a descriptor to close once the serving ends.
+	keep func(fd int)
 
 	mu     sync.Mutex
 	groups map[devIno]*linkGroup // by the copy's (rw) key
@@ -51,19 +55,30 @@ type linkGroup struct {
 // linkAlias is how an entry of a lower name whose group was copied up
 // reaches the copy.
 type linkAlias struct {
-	path   string // the copy, through the index
+	path   string // the copy, through the index's descriptor
 	origin devIno // the lower file
 }
 
 // openLinkIndex reads the index of the rw branch rw, and removes the
 // copies no name of the union shows any more. An entry without its count
-// (a crash between the two) counts one name consumed.
-func openLinkIndex(rw *branch) (*linkIndex, error) {
-	x := &linkIndex{dir: rw.join(linkIndexName), groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
-	ents, err := os.ReadDir(x.dir)
-	if os.IsNotExist(err) {
+// (a crash between the two) counts one name consumed. keep registers the
+// descriptor the index is reached through (see confine).
+func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
+	x := &linkIndex{rw: rw, dir: rw.join(linkIndexName), fd: -1, keep: keep, groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(rw.rootFd, linkIndexName, &how)
+	if err == unix.ENOENT {
 		return x, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("link index %s: %w", x.dir, err)
+	}
+	x.fd = fd
+	keep(fd)
+	ents, err := os.ReadDir(procFdPath(fd, "."))
 	if err != nil {
 		return nil, fmt.Errorf("link index %s: %w", x.dir, err)
 	}
@@ -74,7 +89,7 @@ func openLinkIndex(rw *branch) (*linkIndex, error) {
 			continue // a count being replaced
 		}
 		var st syscall.Stat_t
-		if err := syscall.Lstat(x.dir+"/"+name, &st); err != nil {
+		if err := syscall.Lstat(x.path(name), &st); err != nil {
 			if origin, ok := parseEntryName(name); ok && isCount {
 				if g := x.readCount(name, 0, 0); g.lower > 0 {
 					x.whited[origin] = g
@@ -88,8 +103,8 @@ func openLinkIndex(rw *branch) (*linkIndex, error) {
 		g := x.readCount(name, uint64(st.Nlink), 1)
 		if st.Nlink == 1 && g.left() == 0 {
 			// No name of the group is left: the copy goes.
-			_ = os.Remove(x.dir + "/" + name)
-			_ = os.Remove(x.dir + "/" + name + ".n")
+			_ = os.Remove(x.path(name))
+			_ = os.Remove(x.path(name + ".n"))
 			continue
 		}
 		x.groups[keyOf(&st)] = g
@@ -101,7 +116,7 @@ func openLinkIndex(rw *branch) (*linkIndex, error) {
 // and consumed are the counts of a group without a record.
 func (x *linkIndex) readCount(name string, lower, consumed uint64) *linkGroup {
 	g := &linkGroup{name: name, lower: lower, consumed: consumed}
-	if t, err := os.Readlink(x.dir + "/" + name + ".n"); err == nil {
+	if t, err := os.Readlink(x.path(name + ".n")); err == nil {
 		l, c, ok := strings.Cut(t, ":")
 		lv, err1 := strconv.ParseUint(l, 10, 64)
 		cv, err2 := strconv.ParseUint(c, 10, 64)
@@ -133,7 +148,7 @@ func (x *linkIndex) resolve(e *entry, topSt *syscall.Stat_t) {
 		return
 	}
 	origin := e.st.key()
-	p := x.dir + "/" + x.entryName(origin)
+	p := x.path(x.entryName(origin))
 	var st syscall.Stat_t
 	if syscall.Lstat(p, &st) != nil || st.Mode&syscall.S_IFMT != e.st.Mode&syscall.S_IFMT {
 		return
@@ -159,7 +174,7 @@ func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
 		g.consumed += w.consumed
 	}
 	x.mu.Unlock()
-	p := x.dir + "/" + g.name
+	p := x.path(g.name)
 	if err := syscall.Link(tmp, p); err != nil {
 		return errnoOf(err)
 	}
@@ -178,35 +193,42 @@ func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
 	return 0
 }
 
-// ensureDir makes the index directory on first need.
+// ensureDir makes the index directory on first need. The caller holds
+// u.ns exclusively.
 func (x *linkIndex) ensureDir() syscall.Errno {
 	if !x.ready.Load() {
-		if err := os.Mkdir(x.dir, 0o700); err != nil && !os.IsExist(err) {
-			return errnoOf(err)
+		fd, errno := x.rw.openSubdir(linkIndexName)
+		if errno != 0 {
+			return errno
 		}
+		x.fd = fd
+		x.keep(fd)
 		x.ready.Store(true)
 	}
 	return 0
 }
+
+// path names name in the index directory, through its descriptor.
+func (x *linkIndex) path(name string) string { return procFdPath(x.fd, name) }
 
 // remove takes the entry of origin out again, after a copy-up that
 // added it failed.
 func (x *linkIndex) remove(origin devIno) {
 	name := x.entryName(origin)
 	var st syscall.Stat_t
-	if syscall.Lstat(x.dir+"/"+name, &st) == nil {
+	if syscall.Lstat(x.path(name), &st) == nil {
 		x.mu.Lock()
 		delete(x.groups, keyOf(&st))
 		x.mu.Unlock()
 	}
-	_ = os.Remove(x.dir + "/" + name)
+	_ = os.Remove(x.path(name))
 	x.mu.Lock()
 	w := x.whited[origin]
 	x.mu.Unlock()
 	if w != nil {
 		_ = x.writeCount(w) // the count before the copy
 	} else {
-		_ = os.Remove(x.dir + "/" + name + ".n")
+		_ = os.Remove(x.path(name + ".n"))
 	}
 }
 
@@ -254,7 +276,7 @@ func (x *linkIndex) consume(copy devIno) {
 
 // writeCount records g's counts, replacing the old record atomically.
 func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
-	p := x.dir + "/" + g.name + ".n"
+	p := x.path(g.name + ".n")
 	tmp := p + ".tmp"
 	_ = os.Remove(tmp)
 	x.mu.Lock()

@@ -128,15 +128,24 @@ func (n *node) resolve() (*entry, string, syscall.Errno) {
 }
 
 // where resolves n under a shared namespace lock and returns its
-// entry and the path of its top-most copy.
-func (n *node) where() (*entry, string, syscall.Errno) {
+// entry and a confined path of its top-most copy (see confine), valid
+// until release is called.
+func (n *node) where() (e *entry, p string, release func(), errno syscall.Errno) {
 	n.u.ns.RLock()
 	defer n.u.ns.RUnlock()
 	e, rel, errno := n.resolve()
 	if errno != 0 {
-		return nil, "", errno
+		return nil, "", nil, errno
 	}
-	return e, e.path(rel), 0
+	if e.link != nil {
+		p, release = e.link.path, noRelease // reached through the index's descriptor
+	} else {
+		p, release, errno = e.top.confine(rel)
+	}
+	if errno != 0 {
+		return nil, "", nil, errno
+	}
+	return e, p, release, 0
 }
 
 func (u *ufs) rootEntry() *entry {
@@ -226,9 +235,10 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return h.base().getattr(out)
 	}
 	var st syscall.Stat_t
-	e, p, errno := n.where()
+	e, p, release, errno := n.where()
 	if errno == 0 {
 		errno = errnoOf(syscall.Lstat(p, &st))
+		release()
 	}
 	var top *branch
 	if errno != 0 {
@@ -244,19 +254,21 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
-// upperPath copies n up and returns its path in the rw branch.
-func (n *node) upperPath(ctx context.Context, withData bool) (string, syscall.Errno) {
+// upperPath copies n up and returns its confined path in the rw branch,
+// valid until release is called.
+func (n *node) upperPath(ctx context.Context, withData bool) (p string, release func(), errno syscall.Errno) {
 	if errno := n.u.copyUp(ctx, n, withData); errno != 0 {
-		return "", errno
+		return "", nil, errno
 	}
-	e, p, errno := n.where()
+	e, p, release, errno := n.where()
 	if errno != 0 {
-		return "", errno
+		return "", nil, errno
 	}
 	if e.top != n.u.rw {
-		return "", syscall.EIO
+		release()
+		return "", nil, syscall.EIO
 	}
-	return p, 0
+	return p, release, 0
 }
 
 // Setattr copies up and changes mode, owner, size or times.
@@ -270,10 +282,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return errno
 	}
 	size, hasSize := in.GetSize()
-	p, errno := n.upperPath(ctx, !(hasSize && size == 0))
+	p, release, errno := n.upperPath(ctx, !(hasSize && size == 0))
 	if errno != 0 {
 		return errno
 	}
+	defer release()
 	if errno := setattrPath(p, in); errno != 0 {
 		return errno
 	}
@@ -288,12 +301,33 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
-// setattrPath applies a SETATTR to the file at p, not following a symlink.
+// setattrPath applies a SETATTR to the file at p, not following a symlink
+// there: the mode is changed through a descriptor of the file itself
+// (a symlink's mode means nothing), the size through one opened for
+// writing without following.
 func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 	return attrSetter{
-		chmod:    func(mode uint32) error { return syscall.Chmod(p, mode) },
-		chown:    func(uid, gid int) error { return syscall.Lchown(p, uid, gid) },
-		truncate: func(size int64) error { return syscall.Truncate(p, size) },
+		chmod: func(mode uint32) error {
+			fd, err := syscall.Open(p, unix.O_PATH|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer syscall.Close(fd)
+			var st syscall.Stat_t
+			if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+				return err
+			}
+			return syscall.Chmod("/proc/self/fd/"+itoa(fd), mode)
+		},
+		chown: func(uid, gid int) error { return syscall.Lchown(p, uid, gid) },
+		truncate: func(size int64) error {
+			fd, err := syscall.Open(p, syscall.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer syscall.Close(fd)
+			return syscall.Ftruncate(fd, size)
+		},
 		utimes: func(ts []unix.Timespec) error {
 			return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 		},
@@ -375,10 +409,11 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // Readlink reads the top-most symlink.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	_, p, errno := n.where()
+	_, p, release, errno := n.where()
 	if errno != 0 {
 		return nil, errno
 	}
+	defer release()
 	buf := make([]byte, 4096)
 	for {
 		sz, err := syscall.Readlink(p, buf)
@@ -397,10 +432,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if ownXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	_, p, errno := n.where()
+	_, p, release, errno := n.where()
 	if errno != 0 {
 		return 0, errno
 	}
+	defer release()
 	sz, err := unix.Lgetxattr(p, attr, dest)
 	return uint32(sz), errnoOf(err)
 }
@@ -410,10 +446,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 // are taken out of the list for any other caller, as Linux file systems
 // (and kernel overlayfs) list them.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	_, p, errno := n.where()
+	_, p, release, errno := n.where()
 	if errno != 0 {
 		return 0, errno
 	}
+	defer release()
 	c, ok := fuse.FromContext(ctx)
 	root := !ok || c.Uid == 0
 	list, errno := listXattrNames(p)
@@ -459,10 +496,11 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if ownXattr(attr) {
 		return syscall.EPERM
 	}
-	p, errno := n.upperPath(ctx, true)
+	p, release, errno := n.upperPath(ctx, true)
 	if errno != 0 {
 		return errno
 	}
+	defer release()
 	return errnoOf(unix.Lsetxattr(p, attr, data, int(flags)))
 }
 
@@ -471,10 +509,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 		return errno
 	}
-	p, errno := n.upperPath(ctx, true)
+	p, release, errno := n.upperPath(ctx, true)
 	if errno != 0 {
 		return errno
 	}
+	defer release()
 	return errnoOf(unix.Lremovexattr(p, attr))
 }
 

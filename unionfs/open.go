@@ -53,10 +53,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	n.mu.Lock()
 	gen := n.copyGen
 	n.mu.Unlock()
-	e, p, errno := n.where()
+	e, p, release, errno := n.where()
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	defer release()
 	upper := e.top == n.u.rw
 	if openWrites(flags) && !upper {
 		return nil, 0, syscall.EIO // never write a read-only branch
@@ -82,7 +83,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if !upper {
 		br = e.top
 	}
-	fh, fuseFlags, errno := n.newHandle(fd, p, gen, br, flags)
+	fh, fuseFlags, errno := n.newHandle(fd, gen, br, flags)
 	if errno == syscall.ESTALE {
 		// The kernel inode's backing file is a lower file this open
 		// must not use (passthrough=all). Its descriptors keep the
@@ -104,14 +105,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // node, see ufs.retire) and fd is closed. Nor does the first passthrough
 // handle of a node opened while a release is being handled get one (see
 // rawUnion.Release).
-func (n *node) newHandle(fd int, path string, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return n.newHandleFd(fd, path, gen, br, flags, false)
+func (n *node) newHandle(fd int, gen uint64, br *branch, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return n.newHandleFd(fd, gen, br, flags, false)
 }
 
 // newHandleFd is newHandle; fdRW says fd is already open read-write
 // (whatever flags ask), so a passthrough handle needs no reopen.
-func (n *node) newHandleFd(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
-	fh, fuseFlags, errno := n.newHandleMode(fd, path, gen, br, flags, fdRW)
+func (n *node) newHandleFd(fd int, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.newHandleMode(fd, gen, br, flags, fdRW)
 	if errno != 0 {
 		syscall.Close(fd)
 		return nil, 0, errno
@@ -123,7 +124,7 @@ func (n *node) newHandleFd(fd int, path string, gen uint64, br *branch, flags ui
 }
 
 // newHandleMode is newHandle without the flags common to every handle.
-func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) newHandleMode(fd int, gen uint64, br *branch, flags uint32, fdRW bool) (fs.FileHandle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.ptOpen > 0 && n.lowerBacking != nil && (br != n.lowerBacking || gen != n.copyGen) {
@@ -148,7 +149,8 @@ func (n *node) newHandleMode(fd int, path string, gen uint64, br *branch, flags 
 		// The kernel shares the first passthrough descriptor among all
 		// handles of the inode, so it must be able to write.
 		if flags&syscall.O_ACCMODE != syscall.O_RDWR && !fdRW {
-			rw, err := syscall.Open(path, backingFlags(flags)&^syscall.O_ACCMODE|syscall.O_RDWR, 0)
+			// Reopened through the descriptor: no path is walked again.
+			rw, err := syscall.Open("/proc/self/fd/"+itoa(fd), backingFlags(flags)&^(syscall.O_ACCMODE|syscall.O_NOFOLLOW)|syscall.O_RDWR, 0)
 			if err == nil {
 				syscall.Close(h.fd)
 				h.fd = rw

@@ -56,6 +56,7 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 		if u.watcher != nil {
 			u.watcher.close()
 		}
+		u.closeBranchRoots()
 	}
 	// The kernel takes the caller's umask off the mode of each file,
 	// directory and node the union makes before asking for it; this

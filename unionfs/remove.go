@@ -76,7 +76,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		_ = syscall.Lstat(e.top.join(joinRel(prel, name)), &dirSt)
 	}
 	if e.top == u.rw {
-		if errno := u.removeUpper(u.rw.join(joinRel(prel, name)), &e.st, dir); errno != 0 {
+		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {
 			return errno
 		}
 	}
@@ -121,24 +121,29 @@ func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, sysca
 	return lookupIn(pe.layers, prel, name)
 }
 
-// removeUpper removes an rw entry (a directory holding only whiteouts)
+// removeUpper removes rw entry rel (a directory holding only whiteouts)
 // and forgets its inode key when the file is gone.
-func (u *ufs) removeUpper(p string, id *fileID, dir bool) syscall.Errno {
+func (u *ufs) removeUpper(rel string, id *fileID, dir bool) syscall.Errno {
+	p, release, errno := u.rw.confine(rel)
+	if errno != 0 {
+		return errno
+	}
+	defer release()
 	if dir {
-		if errno := clearWhiteouts(p); errno != 0 {
+		if errno := u.rw.clearWhiteouts(rel); errno != 0 {
 			return errno
 		}
 		if err := syscall.Rmdir(p); err != nil {
 			return errnoOf(err)
 		}
-		u.inos.drop(id.key())
+		u.numberGone(id.key())
 		return 0
 	}
 	if err := syscall.Unlink(p); err != nil {
 		return errnoOf(err)
 	}
 	if id.Nlink <= 1 {
-		u.inos.drop(id.key())
+		u.numberGone(id.key())
 	}
 	return 0
 }

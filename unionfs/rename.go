@@ -84,16 +84,24 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	_, srcHasLower := lowerHas(pe.layers, u.rw, prel, name)
 	dl, ok := lowerHas(ne.layers, u.rw, nrel, newName)
 	dstHasLowerDir := ok && dl.isDir()
-	srcPath := u.rw.join(joinRel(prel, name))
-	dstPath := u.rw.join(joinRel(nrel, newName))
+	srcPath, releaseSrc, errno := u.rw.confine(joinRel(prel, name))
+	if errno != 0 {
+		return errno
+	}
+	defer releaseSrc()
+	dstPath, releaseDst, errno := u.rw.confine(joinRel(nrel, newName))
+	if errno != 0 {
+		return errno
+	}
+	defer releaseDst()
 
 	if derr == 0 && de.top == u.rw {
 		if de.isDir() {
-			if errno := clearWhiteouts(dstPath); errno != 0 {
+			if errno := u.rw.clearWhiteouts(joinRel(nrel, newName)); errno != 0 {
 				return errno
 			}
 		} else if de.st.Nlink <= 1 {
-			u.inos.drop(de.st.key())
+			u.numberGone(de.st.key())
 		}
 	}
 
@@ -106,8 +114,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if err := syscall.Rename(srcPath, dstPath); err != nil {
 			return errnoOf(err)
 		}
-		if se.isDir() && dstHasLowerDir && !exists(dstPath+"/"+opqMarker) {
-			if errno := makeOpaque(dstPath); errno != 0 {
+		if se.isDir() && dstHasLowerDir {
+			if errno := u.rw.ensureOpaque(joinRel(nrel, newName)); errno != 0 {
 				return errno
 			}
 		}
@@ -182,7 +190,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // lower hard-link group become links of one copy (see placeLower), so
 // the group survives (nlink and the union's inode number stay one).
 func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
-	src := e.top.join(rel)
+	src, release, errno := e.top.confine(rel)
+	if errno != 0 {
+		return errno
+	}
+	defer release()
 	if err := syscall.Mkdir(dst, 0700); err != nil {
 		return errnoOf(err)
 	}
@@ -224,7 +236,12 @@ func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
 // after.
 func (u *ufs) copyLinked(ce *entry, crel, cdst string) syscall.Errno {
 	if ce.top == u.rw {
-		return errnoOf(syscall.Link(ce.top.join(crel), cdst))
+		src, release, errno := u.rw.confine(crel)
+		if errno != 0 {
+			return errno
+		}
+		defer release()
+		return errnoOf(syscall.Link(src, cdst))
 	}
 	return u.placeLower(ce, crel, cdst, "", true)
 }
@@ -294,21 +311,33 @@ func (n *node) exchange(ctx context.Context, name string, np *node, newName stri
 			return errno
 		}
 	}
-	a, b := u.rw.join(joinRel(sides[0].rel, name)), u.rw.join(joinRel(sides[1].rel, newName))
+	a, releaseA, errno := u.rw.confine(joinRel(sides[0].rel, name))
+	if errno != 0 {
+		return errno
+	}
+	defer releaseA()
+	b, releaseB, errno := u.rw.confine(joinRel(sides[1].rel, newName))
+	if errno != 0 {
+		return errno
+	}
+	defer releaseB()
 	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
 		return errnoOf(err)
 	}
 	dirs := false
 	for i, s := range sides {
-		p := u.rw.join(joinRel(s.rel, s.name))
+		p := a
+		if i == 1 {
+			p = b
+		}
 		moved, err := lstatEntry(u.rw, p)
 		if err != nil {
 			return errnoOf(err)
 		}
 		if moved.isDir() {
 			dirs = true
-			if le, ok := lowerHas(s.pe.layers, u.rw, s.rel, s.name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
-				if errno := makeOpaque(p); errno != 0 {
+			if le, ok := lowerHas(s.pe.layers, u.rw, s.rel, s.name); ok && le.isDir() {
+				if errno := u.rw.ensureOpaque(joinRel(s.rel, s.name)); errno != 0 {
 					return errno
 				}
 			}
@@ -342,7 +371,11 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		return 0
 	}
 	crel := joinRel(rel, name)
-	p := u.rw.join(crel)
+	p, release, errno := u.rw.confine(crel)
+	if errno != 0 {
+		return errno
+	}
+	defer release()
 	if e.isDir() {
 		if errno := u.flattenDir(e, crel); errno != 0 {
 			return errno
@@ -380,7 +413,12 @@ func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
 		_ = os.RemoveAll(tmp)
 		return errno
 	}
-	p := u.rw.join(rel)
+	p, release, errno := u.rw.confine(rel)
+	if errno != 0 {
+		_ = os.RemoveAll(tmp)
+		return errno
+	}
+	defer release()
 	if e.top != u.rw {
 		if err := syscall.Rename(tmp, p); err != nil {
 			_ = os.RemoveAll(tmp)

@@ -43,7 +43,7 @@ func openBranches(branches []Branch) ([]*branch, *branch, error) {
 		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 			return nil, nil, fmt.Errorf("branch %s: not a directory", b.Path)
 		}
-		br := &branch{path: b.Path, mode: b.Mode, dev: uint64(st.Dev)}
+		br := &branch{path: b.Path, mode: b.Mode, dev: uint64(st.Dev), rootFd: -1}
 		if b.Mode == RW {
 			if rw != nil {
 				return nil, nil, fmt.Errorf("branch %s: a second rw branch", b.Path)
@@ -114,13 +114,18 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 
 // newUnion opens the branches and builds the union's root node and the
 // go-fuse options it is to be mounted with; nothing is mounted yet.
-func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error) {
+func newUnion(branches []Branch, opts Options) (_ *ufs, _ *node, _ *fs.Options, err error) {
 	opts = withDefaults(opts)
 	brs, rw, err := openBranches(branches)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	u := &ufs{opts: opts, branches: brs, rw: rw, inos: inoMapFor(brs), nodes: map[uint64]*node{}, nameMax: 251}
+	u := &ufs{opts: opts, branches: brs, rw: rw, inos: inoMapFor(brs), nodes: map[uint64]*node{}, nameMax: 251, workFd: -1}
+	defer func() {
+		if err != nil {
+			u.closeBranchRoots()
+		}
+	}()
 	// A union without an rw branch never copies up (none can be added
 	// later), so passing its lower files through costs nothing.
 	u.ptLower = opts.Passthrough && (opts.PassthroughLower || rw == nil)
@@ -129,6 +134,9 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 	}
 	for _, b := range brs {
 		b.cache = u.branchCache(b)
+		if err := u.openBranchRoot(b); err != nil {
+			return nil, nil, nil, fmt.Errorf("branch %s: %w", b.path, err)
+		}
 	}
 	top := brs[0]
 	var sfs syscall.Statfs_t
@@ -139,7 +147,7 @@ func newUnion(branches []Branch, opts Options) (*ufs, *node, *fs.Options, error)
 		if err := cleanWorkDir(u.workDir()); err != nil {
 			return nil, nil, nil, fmt.Errorf("work dir: %w", err)
 		}
-		if u.links, err = openLinkIndex(rw); err != nil {
+		if u.links, err = openLinkIndex(rw, u.keepFd); err != nil {
 			return nil, nil, nil, err
 		}
 		for _, b := range brs {

@@ -19,7 +19,10 @@ type branch struct {
 	path string
 	mode Mode
 	dev  uint64
-	open int // handles holding a descriptor in this branch (guarded by ufs.stateMu)
+	// rootFd is the branch root opened for confined paths (see
+	// confine), -1 when there is none.
+	rootFd int
+	open   int // handles holding a descriptor in this branch (guarded by ufs.stateMu)
 	// cache holds this branch's directory names; nil for the rw branch
 	// and when caching is off.
 	cache *nameCache
@@ -78,15 +81,6 @@ func lstatEntry(top *branch, p string) (*entry, error) {
 		return nil, err
 	}
 	return newEntry(top, &st), nil
-}
-
-// path is where the top-most copy of e, at rel, is: the group's copy for
-// an aliased lower name.
-func (e *entry) path(rel string) string {
-	if e.link != nil {
-		return e.link.path
-	}
-	return e.top.join(rel)
 }
 
 func (e *entry) isDir() bool { return e.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }

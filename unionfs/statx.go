@@ -29,9 +29,10 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 			return errnoOf(err)
 		}
 	} else {
-		e, p, errno := n.where()
+		e, p, release, errno := n.where()
 		if errno == 0 {
 			errno = errnoOf(unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW|sync, want, &stx))
+			release()
 		}
 		if errno != 0 {
 			var st syscall.Stat_t

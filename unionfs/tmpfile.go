@@ -29,7 +29,13 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, errno
 	}
 	bflags := backingFlags(flags) &^ syscall.O_NOFOLLOW
-	fd, err := syscall.Open(u.rw.join(prel), bflags|unix.O_TMPFILE, mode)
+	dir, release, errno := u.rw.confineDir(prel)
+	if errno != 0 {
+		u.ns.Unlock()
+		return nil, nil, 0, errno
+	}
+	fd, err := syscall.Open(dir, bflags|unix.O_TMPFILE, mode)
+	release()
 	u.ns.Unlock()
 	if err != nil {
 		return nil, nil, 0, errnoOf(err)
@@ -46,6 +52,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, errnoOf(err)
 	}
 	ino := u.inos.fresh(e.st.key())
+	u.retireNumber(ino) // a removed file's, reused by the branch
 	out.Attr.FromStat(&st)
 	out.Attr.Ino = ino
 	u.setTimeouts(out, u.rw)
@@ -54,7 +61,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	cn.mu.Lock()
 	cn.tmpFd = int32(keep) + 1
 	cn.mu.Unlock()
-	fh, fuseFlags, errno := cn.newHandle(fd, "/proc/self/fd/"+itoa(keep), 0, nil, flags)
+	fh, fuseFlags, errno := cn.newHandle(fd, 0, nil, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

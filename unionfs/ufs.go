@@ -2,8 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"errors"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +32,7 @@ type ufs struct {
 	tmpSeq    atomic.Uint64
 	workMu    sync.Mutex
 	workReady bool // the work directory exists (see ensureWorkDir)
+	workFd    int  // the work directory, opened by ensureWorkDir (-1 before)
 	// whBaseReady says the base file of whiteouts exists (see
 	// whiteoutBase); guarded by workMu.
 	whBaseReady bool
@@ -50,6 +49,12 @@ type ufs struct {
 	// kgens holds, for an inode number whose node was retired, the
 	// generation its next node gets (see retire).
 	kgens map[uint64]uint32
+
+	// rootsMu guards rootFds, the branch roots opened for confined
+	// paths (see confine), closed once the serving ends; a branch
+	// deleted from the stack keeps its own open until then.
+	rootsMu sync.Mutex
+	rootFds []int
 
 	stateMu sync.Mutex // guards branch.open counters
 	root    *node
@@ -95,6 +100,19 @@ func (u *ufs) longCache() bool { return u.opts.EntryTimeout >= longCacheMin }
 
 func (u *ufs) workDir() string { return u.rw.join(workName) }
 
+// workPath names name in the work directory, through the descriptor
+// ensureWorkDir opened it as (no path walked: see confine).
+func (u *ufs) workPath(name string) string {
+	u.ensureWorkDir()
+	u.workMu.Lock()
+	fd := u.workFd
+	u.workMu.Unlock()
+	if fd < 0 {
+		return u.workDir() + "/" + name // its creation failed: so will the caller's
+	}
+	return procFdPath(fd, name)
+}
+
 // hiddenTempName is a name for a temporary entry of kind made beside
 // the entry it will become: a whiteout name, so never listed, and
 // removed with the whiteouts of its directory.
@@ -103,8 +121,7 @@ func (u *ufs) hiddenTempName(kind string) string {
 }
 
 func (u *ufs) tempName(kind string) string {
-	u.ensureWorkDir()
-	return u.workDir() + "/" + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)
+	return u.workPath(kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10))
 }
 
 // ensureWorkDir creates the work directory on first need rather than at
@@ -117,18 +134,28 @@ func (u *ufs) ensureWorkDir() {
 	if u.workReady {
 		return
 	}
-	if err := os.Mkdir(u.workDir(), 0o700); err == nil || errors.Is(err, os.ErrExist) {
-		u.workReady = true
+	fd, errno := u.rw.openSubdir(workName)
+	if errno == 0 {
+		u.workReady, u.workFd = true, fd
+		u.keepFd(fd)
 	}
 }
 
-// newNode returns the node for stable number ino, reusing a live one.
+// newNode returns the node for stable number ino, reusing a live one
+// of the same type (one of another type was a file removed since, whose
+// number the branch's file system gave the new one: it is retired).
 func (u *ufs) newNode(ctx context.Context, parent *fs.Inode, ino uint64, e *entry) *fs.Inode {
 	u.nodesMu.Lock()
 	if n, ok := u.nodes[ino]; ok {
-		u.nodesMu.Unlock()
-		n.setEntry(e)
-		return n.EmbeddedInode()
+		n.mu.Lock()
+		same := n.e == nil || n.e.st.Mode&syscall.S_IFMT == e.st.Mode&syscall.S_IFMT
+		n.mu.Unlock()
+		if same {
+			u.nodesMu.Unlock()
+			n.setEntry(e)
+			return n.EmbeddedInode()
+		}
+		u.retireLocked(n)
 	}
 	n := &node{u: u, ino: ino, kgen: u.kgens[ino]}
 	n.e = e
@@ -147,6 +174,11 @@ func (u *ufs) newNode(ctx context.Context, parent *fs.Inode, ino uint64, e *entr
 func (u *ufs) retire(n *node) {
 	u.nodesMu.Lock()
 	defer u.nodesMu.Unlock()
+	u.retireLocked(n)
+}
+
+// retireLocked is retire with u.nodesMu held.
+func (u *ufs) retireLocked(n *node) {
 	if u.nodes[n.ino] == n {
 		delete(u.nodes, n.ino)
 	}
@@ -154,6 +186,30 @@ func (u *ufs) retire(n *node) {
 		u.kgens = map[uint64]uint32{}
 	}
 	u.kgens[n.ino] = max(u.kgens[n.ino], n.kgen+1)
+}
+
+// numberGone forgets k, a file removed through the union. With real
+// numbers (see inoMap) a file the branch makes later may get k's inode
+// number: the live node of the removed file, if the kernel still holds
+// one, is retired so the new file gets a node of its own.
+func (u *ufs) numberGone(k devIno) {
+	v, ok := u.inos.lookup(k)
+	if !ok {
+		v, ok = u.inos.ownNumber(k)
+	}
+	u.inos.drop(k)
+	if ok {
+		u.retireNumber(v)
+	}
+}
+
+// retireNumber retires the live node of number v, if there is one.
+func (u *ufs) retireNumber(v uint64) {
+	u.nodesMu.Lock()
+	defer u.nodesMu.Unlock()
+	if n := u.nodes[v]; n != nil {
+		u.retireLocked(n)
+	}
 }
 
 func (u *ufs) forget(n *node) {
@@ -176,6 +232,35 @@ func (u *ufs) checkName(name string) syscall.Errno {
 		return syscall.EROFS
 	}
 	return 0
+}
+
+// openBranchRoot opens the root of b for confined paths.
+func (u *ufs) openBranchRoot(b *branch) error {
+	fd, err := openRoot(b.path)
+	if err != nil {
+		return err
+	}
+	b.rootFd = fd
+	u.keepFd(fd)
+	return nil
+}
+
+// keepFd registers fd, opened for confined paths, to be closed with
+// the branch roots.
+func (u *ufs) keepFd(fd int) {
+	u.rootsMu.Lock()
+	u.rootFds = append(u.rootFds, fd)
+	u.rootsMu.Unlock()
+}
+
+// closeBranchRoots closes the branch roots once nothing is served.
+func (u *ufs) closeBranchRoots() {
+	u.rootsMu.Lock()
+	defer u.rootsMu.Unlock()
+	for _, fd := range u.rootFds {
+		syscall.Close(fd)
+	}
+	u.rootFds = nil
 }
 
 // branchOpen counts descriptors held in b, so DelBranch can refuse.

@@ -5,11 +5,6 @@ import (
 	"syscall"
 )
 
-// whiteoutPath is the aufs whiteout of name in directory rel of b.
-func whiteoutPath(b *branch, rel, name string) string {
-	return b.join(joinRel(rel, whPrefix+name))
-}
-
 // writeWhiteout hides name in directory rel (already in the rw branch)
 // from the branches below. As aufs does, a whiteout is a hard link of
 // one empty base file: a link costs a directory entry, where a new file
@@ -17,7 +12,11 @@ func whiteoutPath(b *branch, rel, name string) string {
 // links fail the whiteout is a new empty file. A whiteout already there
 // is as good as a new one.
 func (u *ufs) writeWhiteout(rel, name string) syscall.Errno {
-	p := whiteoutPath(u.rw, rel, name)
+	p, release, errno := u.rw.confine(joinRel(rel, whPrefix+name))
+	if errno != 0 {
+		return errno
+	}
+	defer release()
 	for range 2 {
 		base, err := u.whiteoutBase()
 		if err != nil {
@@ -58,7 +57,7 @@ const whiteoutBaseName = "whiteout"
 // making it when it is missing (the work directory is emptied at mount).
 func (u *ufs) whiteoutBase() (string, error) {
 	u.ensureWorkDir()
-	p := u.workDir() + "/" + whiteoutBaseName
+	p := u.workPath(whiteoutBaseName)
 	u.workMu.Lock()
 	defer u.workMu.Unlock()
 	if u.whBaseReady {
@@ -86,7 +85,12 @@ func (u *ufs) renewWhiteoutBase(base string) {
 // removeWhiteout drops a whiteout of name in directory rel of the rw
 // branch, if there is one.
 func (u *ufs) removeWhiteout(rel, name string) syscall.Errno {
-	err := syscall.Unlink(whiteoutPath(u.rw, rel, name))
+	p, release, errno := u.rw.confine(joinRel(rel, whPrefix+name))
+	if errno != 0 {
+		return errno
+	}
+	defer release()
+	err := syscall.Unlink(p)
 	if err != nil && err != syscall.ENOENT {
 		return errnoOf(err)
 	}
@@ -95,17 +99,41 @@ func (u *ufs) removeWhiteout(rel, name string) syscall.Errno {
 
 // makeOpaque marks directory p as hiding everything below it.
 func makeOpaque(p string) syscall.Errno {
-	fd, err := syscall.Open(p+"/"+opqMarker, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0444)
+	fd, err := syscall.Open(p+"/"+opqMarker, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0444)
 	if err != nil {
 		return errnoOf(err)
 	}
 	return errnoOf(syscall.Close(fd))
 }
 
-// clearWhiteouts removes the .wh.* entries of rw directory p, which is
-// empty in the union, so the directory itself can be removed or
-// replaced. It fails with ENOTEMPTY if anything else is there.
-func clearWhiteouts(p string) syscall.Errno {
+// ensureOpaque makes directory rel of b opaque, unless it is.
+func (b *branch) ensureOpaque(rel string) syscall.Errno {
+	p, release, errno := b.confineDir(rel)
+	if errno != 0 {
+		return errno
+	}
+	defer release()
+	if exists(p + "/" + opqMarker) {
+		return 0
+	}
+	return makeOpaque(p)
+}
+
+// clearWhiteouts is clearWhiteoutsIn for directory rel of b.
+func (b *branch) clearWhiteouts(rel string) syscall.Errno {
+	p, release, errno := b.confineDir(rel)
+	if errno != 0 {
+		return errno
+	}
+	defer release()
+	return clearWhiteoutsIn(p)
+}
+
+// clearWhiteoutsIn removes the .wh.* entries of rw directory p (a
+// confined path, see confineDir), which is empty in the union, so the
+// directory itself can be removed or replaced. It fails with ENOTEMPTY
+// if anything else is there.
+func clearWhiteoutsIn(p string) syscall.Errno {
 	ents, err := os.ReadDir(p)
 	if err != nil {
 		return errnoOf(err)

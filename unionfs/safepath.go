@@ -1,0 +1,88 @@
+package unionfs
+
+import (
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The daemon reaches branch files by path. A path walk follows
+// symlinks, so a directory of a branch swapped for a symlink from
+// outside the mount would send an operation on a file below it to the
+// symlink's target, with the daemon's rights (root's, for a union root
+// mounted over a user's directory). Operations that open, create,
+// change or remove a file therefore go through a confined path: the
+// directories on the way are resolved beneath the branch root without
+// following any symlink (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS),
+// and the path handed to the system call names the last component in
+// the directory so opened (/proc/self/fd/N/NAME), which the call then
+// treats as it treats any last component. A swapped directory makes the
+// operation fail with ELOOP instead.
+
+// noRelease is the release of a confined path that holds nothing.
+func noRelease() {}
+
+// openRoot opens the root of branch path for confined paths.
+func openRoot(path string) (int, error) {
+	return unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// confine returns a path naming rel of branch b, whose directories are
+// resolved now (see above), and the release to call once the path is
+// no longer used: the path is valid until then. The branch root itself
+// is named by its own path.
+func (b *branch) confine(rel string) (string, func(), syscall.Errno) {
+	if rel == "" || b.rootFd < 0 {
+		return b.join(rel), noRelease, 0
+	}
+	dir, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		dir, name = rel[:i], rel[i+1:]
+	}
+	if dir == "" {
+		return procFdPath(b.rootFd, name), noRelease, 0
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(b.rootFd, dir, &how)
+	for err == unix.EAGAIN || err == unix.EINTR { // a rename raced the walk
+		fd, err = unix.Openat2(b.rootFd, dir, &how)
+	}
+	if err != nil {
+		return "", nil, errnoOf(err)
+	}
+	return procFdPath(fd, name), func() { unix.Close(fd) }, 0
+}
+
+// confineDir is confine for a directory that is itself resolved
+// without following a symlink (its path ends in "/."), so the paths of
+// its children, made by appending to it, are confined too.
+func (b *branch) confineDir(rel string) (string, func(), syscall.Errno) {
+	if rel == "" {
+		return b.path, noRelease, 0
+	}
+	return b.confine(rel + "/.")
+}
+
+// openSubdir makes directory name (0700) at the root of b, unless it
+// exists, and opens it for confined paths (a symlink there is refused).
+func (b *branch) openSubdir(name string) (int, syscall.Errno) {
+	if err := unix.Mkdirat(b.rootFd, name, 0o700); err != nil && err != unix.EEXIST {
+		return -1, errnoOf(err)
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(b.rootFd, name, &how)
+	return fd, errnoOf(err)
+}
+
+// procFdPath names name in the directory open as fd.
+func procFdPath(fd int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name
+}
