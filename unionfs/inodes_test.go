@@ -127,3 +127,75 @@ func TestInodeNumbersSurviveRemount(t *testing.T) {
 		t.Errorf("f without its origin: inode number %d, want its own %d", got, own)
 	}
 }
+
+// TestInodeNumbersAcrossFilesystems: with the rw branch on another file
+// system (a tmpfs) than the read-only one, numbers are the union's own
+// for the life of the mount: distinct for distinct files, one for a
+// hard-link group, kept across copy-ups, and listed as stat gives them.
+func TestInodeNumbersAcrossFilesystems(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	rw, ro, mnt := dir+"/rw", dir+"/ro", dir+"/mnt"
+	for _, d := range []string{rw, ro + "/d", ro + "/e", mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "size=16m"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(rw, unix.MNT_DETACH) })
+	for name, data := range map[string]string{"f": "f", "d/g": "g", "d/l1": "linked"} {
+		if err := os.WriteFile(ro+"/"+name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Link(ro+"/d/l1", ro+"/e/l2"); err != nil {
+		t.Fatal(err)
+	}
+	tu := &testUnion{mnt: mnt, branches: []string{rw, ro}, stack: []Branch{{Path: rw, Mode: RW}, {Path: ro, Mode: RO}}}
+	tu.remount(t)
+	t.Cleanup(func() { tu.unmount(t) })
+	if tu.srv.u.inos.real {
+		t.Fatal("branches on two file systems numbered by their own inode numbers")
+	}
+	names := []string{"f", "d", "e", "d/g", "d/l1", "e/l2"}
+	inos := map[string]uint64{}
+	for _, name := range names {
+		inos[name] = statT(t, tu.m(name)).Ino
+	}
+	if inos["d/l1"] != inos["e/l2"] {
+		t.Errorf("the two names of one lower file: %d and %d", inos["d/l1"], inos["e/l2"])
+	}
+	for _, change := range []func() error{
+		func() error { return os.WriteFile(tu.m("f"), []byte("new"), 0) },
+		func() error { return os.WriteFile(tu.m("d/l1"), []byte("new"), 0) },
+		func() error { return os.Chmod(tu.m("d"), 0o700) },
+		func() error { return os.WriteFile(tu.m("n"), []byte("made"), 0o644) },
+	} {
+		if err := change(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names = append(names, "n")
+	inos["n"] = statT(t, tu.m("n")).Ino
+	seen := map[uint64]string{}
+	for _, name := range names {
+		got := statT(t, tu.m(name)).Ino
+		if got != inos[name] {
+			t.Errorf("%s: inode number %d after the changes, was %d", name, got, inos[name])
+		}
+		if other, ok := seen[got]; ok && !(name == "e/l2" && other == "d/l1") {
+			t.Errorf("%s and %s share inode number %d", name, other, got)
+		}
+		seen[got] = name
+	}
+	for dir, list := range map[string][]string{"": {"f", "d", "e", "n"}, "d": {"g", "l1"}, "e": {"l2"}} {
+		ents := direntInos(t, tu.m(dir))
+		for _, name := range list {
+			if got, want := ents[name], inos[joinRel(dir, name)]; got != want {
+				t.Errorf("%s is listed with inode number %d, stat says %d", joinRel(dir, name), got, want)
+			}
+		}
+	}
+}

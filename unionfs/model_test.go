@@ -359,20 +359,25 @@ func TestModelRandomOps(t *testing.T) {
 	if s, err := strconv.ParseUint(os.Getenv("UNIONFS_MODEL_SEED"), 10, 64); err == nil {
 		seeds = []uint64{s}
 	}
-	for _, set := range modelOptionSets {
-		opts := modelOptions(t, set)
+	for _, set := range append(modelOptionSets, rwOnTmpfs) {
+		opts := modelOptions(t, strings.TrimSuffix(set, rwOnTmpfs))
 		name := set
 		if name == "" {
 			name = "defaults"
 		}
 		t.Run(name, func(t *testing.T) {
 			for _, seed := range seeds {
-				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { runModel(t, seed, 300, opts, false) })
-				t.Run(fmt.Sprintf("seed%d-as-nobody", seed), func(t *testing.T) { runModel(t, seed, 300, opts, true) })
+				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { runModel(t, seed, 300, opts, false, set == rwOnTmpfs) })
+				t.Run(fmt.Sprintf("seed%d-as-nobody", seed), func(t *testing.T) { runModel(t, seed, 300, opts, true, set == rwOnTmpfs) })
 			}
 		})
 	}
 }
+
+// rwOnTmpfs names the model run with the defaults whose rw branch is a
+// tmpfs: branches on two file systems, so the union numbers files itself
+// (see inoMap).
+const rwOnTmpfs = "rw-on-tmpfs"
 
 // modelOptions returns the Options `unionctl mount -o set` mounts with.
 func modelOptions(t *testing.T, set string) Options {
@@ -397,8 +402,16 @@ func modelOptions(t *testing.T, set string) Options {
 // only read a: the union
 // must grant and refuse as the plain tree does, and give what nobody
 // makes nobody's owner.
-func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody bool) {
+func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody, tmpfsRW bool) {
 	tu := mountUnion(t, []Mode{RW, RO, RO}, modelFiles, opts)
+	if tmpfsRW {
+		tu.unmount(t)
+		if err := unix.Mount("tmpfs", tu.branches[0], "tmpfs", 0, "size=64m,mode=755"); err != nil {
+			t.Fatalf("tmpfs for the rw branch: %v", err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(tu.branches[0], unix.MNT_DETACH) })
+		tu.remount(t)
+	}
 	for _, l := range modelLinks {
 		if err := os.Link(tu.b(l.branch, l.name), tu.b(l.branch, l.link)); err != nil {
 			t.Fatal(err)
