@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -239,6 +240,11 @@ func (u *ufs) openBranchRoot(b *branch) error {
 	fd, err := openRoot(b.path)
 	if err != nil {
 		return err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(procFdPath(fd, "."), &st); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("reach it through /proc/self/fd (is /proc mounted?): %w", err)
 	}
 	b.rootFd = fd
 	u.keepFd(fd)
