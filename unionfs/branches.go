@@ -105,7 +105,7 @@ func (s *Server) DelBranch(path string) error {
 // directory dir for every name directory rel of branch b holds: a
 // whiteout stands for the name it hides; an opaque marker for none.
 func notifyBranchNames(dir *fs.Inode, b *branch, rel string) {
-	ents, _ := readBranchDir(b.join(rel))
+	ents, _ := b.readDir(rel)
 	for _, d := range ents {
 		if d.name != opqMarker {
 			_ = dir.NotifyEntry(strings.TrimPrefix(d.name, whPrefix))

@@ -183,6 +183,12 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
+	if origin.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		// Replaced from outside since it was looked up (by a symlink,
+		// say): nothing below it is copied through it.
+		_ = os.RemoveAll(tmp)
+		return nil, syscall.ENOTDIR
+	}
 	u.watchNewDir(tmp)
 	dst, release, errno := u.rw.confine(rel)
 	if errno != 0 {

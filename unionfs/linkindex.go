@@ -65,11 +65,7 @@ type linkAlias struct {
 // descriptor the index is reached through (see confine).
 func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 	x := &linkIndex{rw: rw, dir: rw.join(linkIndexName), fd: -1, keep: keep, groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(rw.rootFd, linkIndexName, &how)
+	fd, err := openBeneath(rw.rootFd, linkIndexName, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err == unix.ENOENT {
 		return x, nil
 	}

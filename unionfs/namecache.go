@@ -144,7 +144,7 @@ func (c *nameCache) listing(b *branch, rel string, now time.Time) (*branchDir, e
 		return d, nil
 	}
 	d = &branchDir{expires: now.Add(c.ttl)}
-	ents, err := readBranchDir(b.join(rel))
+	ents, err := b.readDir(rel)
 	switch {
 	case err == syscall.ENOENT || err == syscall.ENOTDIR:
 		d.missing = true
@@ -156,7 +156,7 @@ func (c *nameCache) listing(b *branch, rel string, now time.Time) (*branchDir, e
 	for i, e := range ents {
 		if e.typ == syscall.DT_UNKNOWN {
 			var st syscall.Stat_t
-			if syscall.Lstat(b.join(joinRel(rel, e.name)), &st) == nil {
+			if b.lstat(joinRel(rel, e.name), &st) == nil {
 				ents[i].typ = uint8(st.Mode & syscall.S_IFMT >> 12)
 			}
 		}

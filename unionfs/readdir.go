@@ -33,6 +33,11 @@ func readBranchDir(p string) ([]dirent, error) {
 		return nil, err
 	}
 	defer syscall.Close(fd)
+	return readDirFd(fd)
+}
+
+// readDirFd lists the directory open as fd (without . and ..).
+func readDirFd(fd int) ([]dirent, error) {
 	var out []dirent
 	bp := direntBufs.Get().(*[]byte)
 	defer direntBufs.Put(bp)
@@ -106,7 +111,7 @@ func mergedListing(layers []*branch, rel string) ([]dirent, syscall.Errno) {
 // when it has one. The result must not be changed.
 func branchEntries(b *branch, rel string, now time.Time) ([]dirent, error) {
 	if b.cache == nil {
-		return readBranchDir(b.join(rel))
+		return b.readDir(rel)
 	}
 	d, err := b.cache.listing(b, rel, now)
 	if err != nil {
@@ -234,7 +239,7 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 		// x/sys/unix's Stat_t is the kernel's struct stat, as syscall's is.
 		err = unix.Fstatat(dirFd, name, (*unix.Stat_t)(unsafe.Pointer(&st)), unix.AT_SYMLINK_NOFOLLOW)
 	} else {
-		err = syscall.Lstat(d.br.join(joinRel(lt.rel, name)), &st)
+		err = d.br.lstat(joinRel(lt.rel, name), &st)
 	}
 	if err != nil {
 		return nil, false

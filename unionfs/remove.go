@@ -73,7 +73,7 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	// (dirRemoved): with its attributes as they are now.
 	var dirSt syscall.Stat_t
 	if dir {
-		_ = syscall.Lstat(e.top.join(joinRel(prel, name)), &dirSt)
+		_ = e.top.lstat(joinRel(prel, name), &dirSt)
 	}
 	if e.top == u.rw {
 		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {

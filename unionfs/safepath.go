@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,14 +45,7 @@ func (b *branch) confine(rel string) (string, func(), syscall.Errno) {
 	if dir == "" {
 		return procFdPath(b.rootFd, name), noRelease, 0
 	}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(b.rootFd, dir, &how)
-	for err == unix.EAGAIN || err == unix.EINTR { // a rename raced the walk
-		fd, err = unix.Openat2(b.rootFd, dir, &how)
-	}
+	fd, err := openBeneath(b.rootFd, dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return "", nil, errnoOf(err)
 	}
@@ -74,15 +68,76 @@ func (b *branch) openSubdir(name string) (int, syscall.Errno) {
 	if err := unix.Mkdirat(b.rootFd, name, 0o700); err != nil && err != unix.EEXIST {
 		return -1, errnoOf(err)
 	}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(b.rootFd, name, &how)
+	fd, err := openBeneath(b.rootFd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	return fd, errnoOf(err)
 }
 
 // procFdPath names name in the directory open as fd.
 func procFdPath(fd int, name string) string {
 	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name
+}
+
+// beneath is how a branch's directories are opened: beneath its root,
+// never through a symlink.
+var beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// lstat stats rel of b without following a symlink on the way (see
+// confine) or at the end.
+func (b *branch) lstat(rel string, st *syscall.Stat_t) error {
+	if b.rootFd < 0 {
+		return syscall.Lstat(b.join(rel), st)
+	}
+	if rel == "" {
+		return syscall.Fstat(b.rootFd, st)
+	}
+	dir, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		dir, name = rel[:i], rel[i+1:]
+	}
+	fd := b.rootFd
+	if dir != "" {
+		var err error
+		if fd, err = openBeneath(b.rootFd, dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC); err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+	}
+	// x/sys/unix's Stat_t is the kernel's struct stat, as syscall's is.
+	return unix.Fstatat(fd, name, (*unix.Stat_t)(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// exists reports whether rel of b exists (see lstat).
+func (b *branch) exists(rel string) bool {
+	var st syscall.Stat_t
+	return b.lstat(rel, &st) == nil
+}
+
+// readDir lists directory rel of b (without . and ..), opened without
+// following a symlink (see confine).
+func (b *branch) readDir(rel string) ([]dirent, error) {
+	if b.rootFd < 0 {
+		return readBranchDir(b.join(rel))
+	}
+	p := rel
+	if p == "" {
+		p = "."
+	}
+	fd, err := openBeneath(b.rootFd, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return readDirFd(fd)
+}
+
+// openBeneath opens rel below directory dirfd with flags, beneath it
+// and through no symlink.
+func openBeneath(dirfd int, rel string, flags int) (int, error) {
+	how := unix.OpenHow{Flags: uint64(flags), Resolve: uint64(beneath)}
+	for {
+		fd, err := unix.Openat2(dirfd, rel, &how)
+		if err != unix.EAGAIN && err != unix.EINTR { // EAGAIN: a rename raced the walk
+			return fd, err
+		}
+	}
 }

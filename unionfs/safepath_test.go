@@ -14,7 +14,8 @@ import (
 // from outside the mount by a symlink (to a directory the daemon may
 // write and the caller may not) while the kernel still holds the old
 // directory: what the union does below it then fails, and nothing
-// outside the branches is created, written, changed, read or removed.
+// outside the branches is created, written, changed, read, removed,
+// looked up or listed.
 func TestSwappedBranchDirsAreNotFollowed(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:d/victim": "mine", "0:d/gone": "x", "1:l/f": "lower"},
 		Options{EntryTimeout: time.Hour, AttrTimeout: time.Hour, NegativeTimeout: time.Hour, Passthrough: true})
@@ -66,6 +67,16 @@ func TestSwappedBranchDirsAreNotFollowed(t *testing.T) {
 	refused("rename", os.Rename(tu.m("d/victim"), tu.m("moved")))
 	refused("read", func() error { _, err := os.ReadFile(tu.m("l/f")); return err }())
 	refused("copy-up", os.WriteFile(tu.m("l/f"), []byte("w"), 0))
+	// Names only the symlink's target has are neither found nor listed
+	// (a listing may still come from the name cache, as it was).
+	refused("lookup", func() error { _, err := os.Lstat(tu.m("l/victim")); return err }())
+	if ents, err := os.ReadDir(tu.m("l")); err == nil {
+		for _, e := range ents {
+			if e.Name() == "victim" || e.Name() == "gone" {
+				t.Errorf("the union lists %s of the symlink's target", e.Name())
+			}
+		}
+	}
 
 	for name, want := range map[string]string{"victim": "safe", "gone": "keep", "f": "secret"} {
 		p := filepath.Join(outside, name)

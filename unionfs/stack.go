@@ -135,7 +135,7 @@ func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (
 			}
 		}
 		var st syscall.Stat_t
-		err := syscall.Lstat(b.join(crel), &st)
+		err := b.lstat(crel, &st)
 		if err == nil {
 			isDir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
 			if e == nil {
@@ -151,7 +151,7 @@ func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (
 				return e, 0
 			}
 			e.layers = append(e.layers, b)
-			if b.searchesWhiteouts() && exists(b.join(crel+"/"+opqMarker)) {
+			if b.searchesWhiteouts() && b.exists(crel+"/"+opqMarker) {
 				return e, 0
 			}
 		} else if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
@@ -161,7 +161,7 @@ func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (
 			return e, 0
 		}
 		// A whiteout in the last layer hides nothing: not looked for.
-		if i < len(layers)-1 && b.searchesWhiteouts() && exists(b.join(joinRel(rel, whPrefix+name))) {
+		if i < len(layers)-1 && b.searchesWhiteouts() && b.exists(joinRel(rel, whPrefix+name)) {
 			break
 		}
 	}
@@ -207,7 +207,7 @@ func lookupCached(ep **entry, layers []*branch, rel, name string, topSt *syscall
 			isDir := h.flags&hitDir != 0
 			if e == nil {
 				var st syscall.Stat_t
-				if syscall.Lstat(b.join(crel), &st) != nil {
+				if b.lstat(crel, &st) != nil {
 					return false
 				}
 				e = newEntry(b, &st)
