@@ -13,14 +13,14 @@ import (
 // symlinks, so a directory of a branch swapped for a symlink from
 // outside the mount would send an operation on a file below it to the
 // symlink's target, with the daemon's rights (root's, for a union root
-// mounted over a user's directory). Operations that open, create,
-// change or remove a file therefore go through a confined path: the
-// directories on the way are resolved beneath the branch root without
-// following any symlink (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS),
-// and the path handed to the system call names the last component in
-// the directory so opened (/proc/self/fd/N/NAME), which the call then
-// treats as it treats any last component. A swapped directory makes the
-// operation fail with ELOOP instead.
+// mounted over a user's directory). Every operation on a branch file
+// (lookup, listing, open, create, change, removal) therefore resolves
+// the directories on the way beneath the branch root without following
+// any symlink (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), and acts on
+// the last component in the directory so opened: by a *at call, or
+// through a confined path (/proc/self/fd/N/NAME) for calls that take a
+// path, which treat it as they treat any last component. A swapped
+// directory makes the operation fail with ELOOP instead.
 
 // noRelease is the release of a confined path that holds nothing.
 func noRelease() {}
@@ -38,10 +38,7 @@ func (b *branch) confine(rel string) (string, func(), syscall.Errno) {
 	if rel == "" || b.rootFd < 0 {
 		return b.join(rel), noRelease, 0
 	}
-	dir, name := "", rel
-	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
-		dir, name = rel[:i], rel[i+1:]
-	}
+	dir, name := splitRel(rel)
 	if dir == "" {
 		return procFdPath(b.rootFd, name), noRelease, 0
 	}
@@ -72,6 +69,15 @@ func (b *branch) openSubdir(name string) (int, syscall.Errno) {
 	return fd, errnoOf(err)
 }
 
+// splitRel splits a branch-relative path into its directory ("" at the
+// root) and last name.
+func splitRel(rel string) (dir, name string) {
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		return rel[:i], rel[i+1:]
+	}
+	return "", rel
+}
+
 // procFdPath names name in the directory open as fd.
 func procFdPath(fd int, name string) string {
 	return "/proc/self/fd/" + strconv.Itoa(fd) + "/" + name
@@ -90,10 +96,7 @@ func (b *branch) lstat(rel string, st *syscall.Stat_t) error {
 	if rel == "" {
 		return syscall.Fstat(b.rootFd, st)
 	}
-	dir, name := "", rel
-	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
-		dir, name = rel[:i], rel[i+1:]
-	}
+	dir, name := splitRel(rel)
 	fd := b.rootFd
 	if dir != "" {
 		var err error
