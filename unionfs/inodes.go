@@ -208,10 +208,14 @@ func (u *ufs) upperIno(k devIno, layers []*branch, rel, name string) uint64 {
 	if v, ok := u.inos.lookup(k); ok {
 		return v
 	}
-	if v, ok := readOrigin(u.rw.join(joinRel(rel, name))); ok {
-		if le, ok := lowerHas(layers, u.rw, rel, name); ok && le.originNumber() == v {
-			u.inos.setAlias(k, v)
-			return v
+	if p, release, errno := u.rw.confine(joinRel(rel, name)); errno == 0 {
+		v, ok := readOrigin(p)
+		release()
+		if ok {
+			if le, ok := lowerHas(layers, u.rw, rel, name); ok && le.originNumber() == v {
+				u.inos.setAlias(k, v)
+				return v
+			}
 		}
 	}
 	v := u.inos.get(k)
