@@ -144,7 +144,7 @@ func TestInodeNumbersAcrossFilesystems(t *testing.T) {
 	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "size=16m"); err != nil {
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}
-	t.Cleanup(func() { _ = unix.Unmount(rw, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(rw, unix.MNT_DETACH) }) // after the union's unmount below
 	for name, data := range map[string]string{"f": "f", "d/g": "g", "d/l1": "linked"} {
 		if err := os.WriteFile(ro+"/"+name, []byte(data), 0o644); err != nil {
 			t.Fatal(err)

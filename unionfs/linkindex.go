@@ -81,12 +81,13 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 	x.ready.Store(true)
 	for _, d := range ents {
 		name, isCount := strings.CutSuffix(d.Name(), ".n")
-		if strings.Contains(name, ".") {
-			continue // a count being replaced
+		origin, ok := parseEntryName(name)
+		if !ok {
+			continue // a count being replaced, or nothing of the index
 		}
 		var st syscall.Stat_t
 		if err := syscall.Lstat(x.path(name), &st); err != nil {
-			if origin, ok := parseEntryName(name); ok && isCount {
+			if isCount {
 				if g := x.readCount(name, 0, 0); g.lower > 0 {
 					x.whited[origin] = g
 				}

@@ -409,7 +409,10 @@ func runModel(t *testing.T, seed uint64, steps int, opts Options, asNobody, tmpf
 		if err := unix.Mount("tmpfs", tu.branches[0], "tmpfs", 0, "size=64m,mode=755"); err != nil {
 			t.Fatalf("tmpfs for the rw branch: %v", err)
 		}
-		t.Cleanup(func() { _ = unix.Unmount(tu.branches[0], unix.MNT_DETACH) })
+		t.Cleanup(func() {
+			tu.unmount(t) // the union first, then its branch
+			_ = unix.Unmount(tu.branches[0], unix.MNT_DETACH)
+		})
 		tu.remount(t)
 	}
 	for _, l := range modelLinks {

@@ -282,3 +282,21 @@ func TestWhiteoutOfLowerLinkCounts(t *testing.T) {
 		t.Errorf("link index after the group's last name went: %d entries, %v; want none", len(ents), err)
 	}
 }
+
+// TestLinkIndexIgnoresStrangers: names in the link index that are not
+// its own (a file linked there from outside, with a count beside it)
+// change nothing the union shows.
+func TestLinkIndexIgnoresStrangers(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:f": "x", "0:.wh..wh.plnk/": ""}, Options{})
+	tu.unmount(t)
+	if err := os.Link(tu.b(0, "f"), tu.b(0, ".wh..wh.plnk/stray")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("9:0", tu.b(0, ".wh..wh.plnk/stray.n")); err != nil {
+		t.Fatal(err)
+	}
+	tu.remount(t)
+	if got := statT(t, tu.m("f")).Nlink; got != 2 {
+		t.Errorf("f: nlink %d, want its own 2", got)
+	}
+}
