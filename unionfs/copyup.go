@@ -69,7 +69,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return errno
 	}
 	defer release()
-	if errno := u.placeLower(e2, rel2, dst, tmp, withData); errno != 0 {
+	if _, errno := u.placeLower(e2, rel2, dst, tmp, withData); errno != 0 {
 		return errno
 	}
 	restoreTimes(parentDir(dst), parentOrigin)
@@ -86,6 +86,16 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	return 0
 }
 
+// placement says what placeLower did to the link index, for a caller
+// that may have to take it back (treeCopy).
+type placement int
+
+const (
+	placedAlone   placement = iota // a copy of its own, not in the index
+	placedIndexed                  // a copy, added to the index as its group's
+	placedLinked                   // a link of its group's copy: a lower name consumed
+)
+
 // placeLower puts a copy of e, a lower non-directory at rel, at dst in
 // the rw branch, replacing what dst held. A name whose hard-link group
 // was copied up already is linked to that copy (under a temporary name
@@ -93,24 +103,27 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 // work directory (or, when "", one made here), is renamed to dst, after
 // it went into the link index when e has more names (where it can). It
 // removes tmp when it fails. The caller holds u.ns exclusively.
-func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.Errno {
+func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) (placement, syscall.Errno) {
 	if e.link != nil {
 		removeTemp(tmp)
-		tmp = u.tempName("ln")
+		var errno syscall.Errno
+		if tmp, errno = u.tempName("ln"); errno != 0 {
+			return 0, errno
+		}
 		if err := syscall.Link(e.link.path, tmp); err != nil {
-			return errnoOf(err)
+			return 0, errnoOf(err)
 		}
 		if err := syscall.Rename(tmp, dst); err != nil {
 			removeTemp(tmp)
-			return errnoOf(err)
+			return 0, errnoOf(err)
 		}
 		u.links.consume(e.st.key())
-		return 0
+		return placedLinked, 0
 	}
 	if tmp == "" {
 		var errno syscall.Errno
 		if tmp, _, errno = u.copyToTemp(e.top, rel, withData); errno != 0 {
-			return errno
+			return 0, errno
 		}
 	}
 	// The index is kept where the rw branch's file system can: one
@@ -121,12 +134,13 @@ func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) syscall.
 		if indexed {
 			u.links.remove(e.st.key())
 		}
-		return errnoOf(err)
+		return 0, errnoOf(err)
 	}
 	if indexed {
 		u.gen.Add(1) // the group's other names resolve to the copy now
+		return placedIndexed, 0
 	}
-	return 0
+	return placedAlone, 0
 }
 
 // removeTemp removes a temporary copy, if there is one.
@@ -220,7 +234,10 @@ func (u *ufs) copyToTemp(b *branch, rel string, withData bool) (string, *syscall
 		return "", nil, errno
 	}
 	defer release()
-	tmp := u.tempName("cu")
+	tmp, errno := u.tempName("cu")
+	if errno != 0 {
+		return "", nil, errno
+	}
 	st, err := copyObject(src, tmp, withData)
 	if err != nil {
 		_ = os.RemoveAll(tmp)

@@ -135,6 +135,28 @@ func (m *inoMap) drop(k devIno) {
 	m.mu.Unlock()
 }
 
+// unalias forgets the number copy k was given (numberCopy) once the copy
+// is gone again, unmade by a failure: the number is free again for the
+// file it belongs to unless another alias answers with it.
+func (m *inoMap) unalias(k devIno) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[k]
+	if !ok {
+		return
+	}
+	delete(m.m, k)
+	if !m.real {
+		return
+	}
+	for _, w := range m.m {
+		if w == v {
+			return
+		}
+	}
+	delete(m.taken, v)
+}
+
 // fresh gives k a new number: k names a file just created, so an old
 // mapping of k (a deleted file whose inode the branch reused) is stale.
 func (m *inoMap) fresh(k devIno) uint64 {

@@ -271,6 +271,24 @@ func (x *linkIndex) consume(copy devIno) {
 	}
 }
 
+// unconsume takes back a consume of copy's group, whose link was
+// removed again (an abandoned treeCopy). The caller holds u.ns
+// exclusively.
+func (x *linkIndex) unconsume(copy devIno) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	g := x.groups[copy]
+	if g != nil && g.consumed > 0 {
+		g.consumed--
+	}
+	x.mu.Unlock()
+	if g != nil {
+		_ = x.writeCount(g)
+	}
+}
+
 // writeCount records g's counts, replacing the old record atomically.
 func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
 	p := x.path(g.name + ".n")

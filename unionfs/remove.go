@@ -75,18 +75,30 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if dir {
 		_ = e.top.lstat(joinRel(prel, name), &dirSt)
 	}
-	if e.top == u.rw {
+	switch {
+	case e.top == u.rw && hasLower:
+		// The whiteout is made first, so that a full branch fails the
+		// removal before the rw name is gone and the lower one shows.
+		wh, errno := u.prepareWhiteout()
+		if errno != 0 {
+			return errno
+		}
+		defer wh.discard()
 		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {
 			return errno
 		}
-	}
-	if hasLower {
+		if errno := wh.place(prel, name); errno != 0 {
+			return errno
+		}
+	case e.top == u.rw:
+		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {
+			return errno
+		}
+	default:
 		if errno := u.writeWhiteout(prel, name); errno != 0 {
 			return errno
 		}
-		if e.top != u.rw {
-			u.links.whiteout(e)
-		}
+		u.links.whiteout(e)
 	}
 	if dir {
 		n.dirRemoved(name, dirSt)

@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -95,45 +94,60 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	defer releaseDst()
 
-	if derr == 0 && de.top == u.rw {
-		if de.isDir() {
-			if errno := u.rw.clearWhiteouts(joinRel(nrel, newName)); errno != 0 {
-				return errno
-			}
-		} else if de.st.Nlink <= 1 {
-			u.numberGone(de.st.key())
-		}
-	}
-
-	switch {
-	case !se.isDir() && se.top != u.rw:
-		if errno := u.placeLower(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
+	// Whatever can fail for want of room in the rw branch (the
+	// whiteout of the old name, a directory's copy, an opaque marker)
+	// is made before anything the union shows changes, so a full
+	// branch fails the rename with nothing changed.
+	var wh *pendingWhiteout
+	if srcHasLower {
+		if wh, errno = u.prepareWhiteout(); errno != 0 {
 			return errno
 		}
-	case !se.isDir() || (se.top == u.rw && len(se.layers) == 1):
-		if err := syscall.Rename(srcPath, dstPath); err != nil {
-			return errnoOf(err)
-		}
-		if se.isDir() && dstHasLowerDir {
-			if errno := u.rw.ensureOpaque(joinRel(nrel, newName)); errno != 0 {
+		defer wh.discard()
+	}
+	var tree *treeCopy
+	switch {
+	case !se.isDir():
+	case se.top == u.rw && len(se.layers) == 1:
+		// No lower directory below it: a marker hides nothing yet.
+		if dstHasLowerDir {
+			if errno := u.rw.ensureOpaque(joinRel(prel, name)); errno != 0 {
 				return errno
 			}
 		}
 	default:
 		// A directory with lower parts: copy its merged contents up.
-		tmp := u.tempName("mv")
-		if errno := u.copyTree(se, joinRel(prel, name), tmp); errno != 0 {
-			_ = os.RemoveAll(tmp)
+		if tree, errno = u.copyTreeAside("mv", se, joinRel(prel, name)); errno != 0 {
 			return errno
 		}
 		if dstHasLowerDir {
-			if errno := makeOpaque(tmp); errno != 0 {
-				_ = os.RemoveAll(tmp)
+			if errno := makeOpaque(tree.tmp); errno != 0 {
+				tree.abandon()
 				return errno
 			}
 		}
-		if err := syscall.Rename(tmp, dstPath); err != nil {
-			_ = os.RemoveAll(tmp)
+	}
+	if derr == 0 && de.top == u.rw && de.isDir() {
+		if errno := u.rw.clearWhiteouts(joinRel(nrel, newName)); errno != 0 {
+			if tree != nil {
+				tree.abandon()
+			}
+			return errno
+		}
+	}
+
+	switch {
+	case !se.isDir() && se.top != u.rw:
+		if _, errno := u.placeLower(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
+			return errno
+		}
+	case tree == nil:
+		if err := syscall.Rename(srcPath, dstPath); err != nil {
+			return errnoOf(err)
+		}
+	default:
+		if err := syscall.Rename(tree.tmp, dstPath); err != nil {
+			tree.abandon()
 			return errnoOf(err)
 		}
 		if se.top == u.rw {
@@ -142,11 +156,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			}
 		}
 	}
+	if derr == 0 && de.top == u.rw && !de.isDir() && de.st.Nlink <= 1 {
+		u.numberGone(de.st.key())
+	}
 	if errno := u.removeWhiteout(nrel, newName); errno != 0 {
 		return errno
 	}
-	if srcHasLower {
-		if errno := u.writeWhiteout(prel, name); errno != 0 {
+	if wh != nil {
+		if errno := wh.place(prel, name); errno != 0 {
 			return errno
 		}
 	}
@@ -182,68 +199,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	return 0
-}
-
-// copyTree copies the merged directory e (at rel) into a new directory
-// dst, recursively, keeping inode numbers for the copies; files the rw
-// branch already holds are hard-linked, not copied, and the names of a
-// lower hard-link group become links of one copy (see placeLower), so
-// the group survives (nlink and the union's inode number stay one).
-func (u *ufs) copyTree(e *entry, rel, dst string) syscall.Errno {
-	src, release, errno := e.top.confine(rel)
-	if errno != 0 {
-		return errno
-	}
-	defer release()
-	if err := syscall.Mkdir(dst, 0700); err != nil {
-		return errnoOf(err)
-	}
-	u.watchNewDir(dst)
-	ents, errno := mergedListing(e.layers, rel)
-	if errno != 0 {
-		return errno
-	}
-	for _, d := range ents {
-		ce, errno := lookupIn(e.layers, rel, d.name)
-		if errno != 0 {
-			continue
-		}
-		cdst := dst + "/" + d.name
-		crel := joinRel(rel, d.name)
-		if ce.isDir() {
-			if errno := u.copyTree(ce, crel, cdst); errno != 0 {
-				return errno
-			}
-		} else if errno := u.copyLinked(ce, crel, cdst); errno != 0 {
-			return errno
-		}
-		var st syscall.Stat_t
-		if syscall.Lstat(cdst, &st) == nil {
-			u.numberAs(cdst, ce.st.key(), keyOf(&st))
-		}
-	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(src, &st); err != nil {
-		return errnoOf(err)
-	}
-	return errnoOf(copyMeta(src, dst, &st))
-}
-
-// copyLinked copies the non-directory ce (at crel) to cdst (see
-// placeLower). A file the rw branch holds (cdst is in it too) is not
-// copied but hard-linked: it keeps its inode, so its names outside the
-// moved directory stay links of it. The rename removes the old name
-// after.
-func (u *ufs) copyLinked(ce *entry, crel, cdst string) syscall.Errno {
-	if ce.top == u.rw {
-		src, release, errno := u.rw.confine(crel)
-		if errno != 0 {
-			return errno
-		}
-		defer release()
-		return errnoOf(syscall.Link(src, cdst))
-	}
-	return u.placeLower(ce, crel, cdst, "", true)
 }
 
 // copyUpChildFile copies up the data of n's child name, when the kernel
@@ -380,7 +335,7 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		if errno := u.flattenDir(e, crel); errno != 0 {
 			return errno
 		}
-	} else if errno := u.placeLower(e, crel, p, "", true); errno != 0 {
+	} else if _, errno := u.placeLower(e, crel, p, "", true); errno != 0 {
 		return errno
 	}
 	var st syscall.Stat_t
@@ -404,33 +359,32 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 // directory holding its merged contents (rw files moved by hard links,
 // lower ones copied), made aside and swapped into place.
 func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
-	tmp := u.tempName("flat")
-	if errno := u.copyTree(e, rel, tmp); errno != 0 {
-		_ = os.RemoveAll(tmp)
+	tree, errno := u.copyTreeAside("flat", e, rel)
+	if errno != 0 {
 		return errno
 	}
-	if errno := makeOpaque(tmp); errno != 0 {
-		_ = os.RemoveAll(tmp)
+	if errno := makeOpaque(tree.tmp); errno != 0 {
+		tree.abandon()
 		return errno
 	}
 	p, release, errno := u.rw.confine(rel)
 	if errno != 0 {
-		_ = os.RemoveAll(tmp)
+		tree.abandon()
 		return errno
 	}
 	defer release()
 	if e.top != u.rw {
-		if err := syscall.Rename(tmp, p); err != nil {
-			_ = os.RemoveAll(tmp)
+		if err := syscall.Rename(tree.tmp, p); err != nil {
+			tree.abandon()
 			return errnoOf(err)
 		}
 		return 0
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
-		_ = os.RemoveAll(tmp)
+	if err := unix.Renameat2(unix.AT_FDCWD, tree.tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
+		tree.abandon()
 		return errnoOf(err)
 	}
-	return removeTree(tmp) // the old rw directory, now aside
+	return removeTree(tree.tmp) // the old rw directory, now aside
 }
 
 // ensureUpperDirs gives each of dirs an rw copy (see ensureUpperDir).

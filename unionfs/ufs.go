@@ -121,25 +121,33 @@ func (u *ufs) hiddenTempName(kind string) string {
 	return workName + "." + kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)
 }
 
-func (u *ufs) tempName(kind string) string {
-	return u.workPath(kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10))
+// tempName is a new name in the work directory for a temporary entry of
+// kind, or why the work directory cannot be made (ENOSPC on a full rw
+// branch, rather than the ENOENT a create in it would then give).
+func (u *ufs) tempName(kind string) (string, syscall.Errno) {
+	if errno := u.ensureWorkDir(); errno != 0 {
+		return "", errno
+	}
+	return u.workPath(kind + "." + strconv.FormatUint(u.tmpSeq.Add(1), 10)), 0
 }
 
 // ensureWorkDir creates the work directory on first need rather than at
 // mount: creating a directory costs about a millisecond on some
 // filesystems, more than the rest of a mount, and most mounts never copy
-// anything up. A failure is left for the caller's create to report.
-func (u *ufs) ensureWorkDir() {
+// anything up. It reports why it cannot.
+func (u *ufs) ensureWorkDir() syscall.Errno {
 	u.workMu.Lock()
 	defer u.workMu.Unlock()
 	if u.workReady {
-		return
+		return 0
 	}
 	fd, errno := u.rw.openSubdir(workName)
-	if errno == 0 {
-		u.workReady, u.workFd = true, fd
-		u.keepFd(fd)
+	if errno != 0 {
+		return errno
 	}
+	u.workReady, u.workFd = true, fd
+	u.keepFd(fd)
+	return 0
 }
 
 // newNode returns the node for stable number ino, reusing a live one

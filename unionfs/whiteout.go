@@ -17,6 +17,12 @@ func (u *ufs) writeWhiteout(rel, name string) syscall.Errno {
 		return errno
 	}
 	defer release()
+	return u.whiteoutAt(p)
+}
+
+// whiteoutAt makes a whiteout at p: a link of the base file, else (no
+// base, or one that cannot take a link) a new empty file.
+func (u *ufs) whiteoutAt(p string) syscall.Errno {
 	for range 2 {
 		base, err := u.whiteoutBase()
 		if err != nil {
@@ -40,6 +46,51 @@ func (u *ufs) writeWhiteout(rel, name string) syscall.Errno {
 	return u.whiteoutFile(p)
 }
 
+// pendingWhiteout is a whiteout made in the work directory before a
+// change that must end with one: an rw name a lower branch also shows,
+// removed or moved away. A whiteout takes an inode (or a link, which
+// some file systems count as one); moving it into place takes neither.
+// So a full rw branch fails the change before it starts, rather than
+// after the rw name is gone, when the lower one would show again.
+type pendingWhiteout struct {
+	u   *ufs
+	tmp string // "" once placed or discarded
+}
+
+// prepareWhiteout makes a pending whiteout.
+func (u *ufs) prepareWhiteout() (*pendingWhiteout, syscall.Errno) {
+	tmp, errno := u.tempName("wh")
+	if errno != 0 {
+		return nil, errno
+	}
+	if errno := u.whiteoutAt(tmp); errno != 0 {
+		return nil, errno
+	}
+	return &pendingWhiteout{u: u, tmp: tmp}, 0
+}
+
+// place moves the whiteout to name in directory rel of the rw branch.
+func (w *pendingWhiteout) place(rel, name string) syscall.Errno {
+	p, release, errno := w.u.rw.confine(joinRel(rel, whPrefix+name))
+	if errno != 0 {
+		return errno
+	}
+	defer release()
+	if err := syscall.Rename(w.tmp, p); err != nil {
+		return errnoOf(err)
+	}
+	w.tmp = ""
+	return 0
+}
+
+// discard removes the whiteout unless it was placed; nil does nothing.
+func (w *pendingWhiteout) discard() {
+	if w != nil && w.tmp != "" {
+		_ = syscall.Unlink(w.tmp)
+		w.tmp = ""
+	}
+}
+
 // whiteoutFile makes whiteout p a new empty file.
 func (u *ufs) whiteoutFile(p string) syscall.Errno {
 	// mknod makes the empty file in one call (open and close take two).
@@ -56,7 +107,9 @@ const whiteoutBaseName = "whiteout"
 // whiteoutBase returns the path of the file whiteouts are links of,
 // making it when it is missing (the work directory is emptied at mount).
 func (u *ufs) whiteoutBase() (string, error) {
-	u.ensureWorkDir()
+	if errno := u.ensureWorkDir(); errno != 0 {
+		return "", errno
+	}
 	p := u.workPath(whiteoutBaseName)
 	u.workMu.Lock()
 	defer u.workMu.Unlock()
