@@ -77,7 +77,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	if err != nil {
 		return errnoOf(err)
 	}
-	u.numberCopy(dst, ne.st.key(), n.ino)
+	u.numberCopy(dst, ne.st.key(), n.ino, rel2)
 	n.mu.Lock()
 	n.e = ne
 	n.gen = u.gen.Load()
@@ -220,7 +220,7 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 		return nil, errnoOf(err)
 	}
 	ne.layers = append([]*branch{u.rw}, e.layers...)
-	u.numberCopy(dst, ne.st.key(), n.ino)
+	u.numberCopy(dst, ne.st.key(), n.ino, rel)
 	n.setEntry(ne)
 	return origin, 0
 }

@@ -173,56 +173,71 @@ func (m *inoMap) fresh(k devIno) uint64 {
 }
 
 // originXattr holds, on a copy in the rw branch, the union's inode number
-// of the file it was copied from (8 bytes, little endian), so a later
-// mount numbers the copy as this one did. The union hides it: it is not
-// listed, read, set or removed through the mount, nor copied up.
+// of the file it was copied from (8 bytes, little endian) and the path,
+// from the union's root, that file was copied up from (when it fits
+// maxOriginPath), so a later mount numbers the copy as this one did,
+// also once it was renamed. The union hides it: it is not listed, read,
+// set or removed through the mount, nor copied up.
 const originXattr = "trusted.unionfs.ino"
+
+// maxOriginPath is the longest origin path originXattr records; a copy
+// from a longer one keeps its number after a remount only at its name.
+const maxOriginPath = 1024
 
 // ownXattr reports attribute names the union keeps to itself.
 func ownXattr(name string) bool { return len(name) >= 16 && name[:16] == "trusted.unionfs." }
 
-// setOrigin records on copy p that it numbers as v. A file system
-// without trusted attributes keeps nothing: the copy then numbers as
-// itself after a remount.
-func setOrigin(p string, v uint64) {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], v)
-	_ = unix.Lsetxattr(p, originXattr, b[:], 0)
+// setOrigin records on copy p that it numbers as v, the number of the
+// file at orel it was copied from. A file system without trusted
+// attributes keeps nothing: the copy then numbers as itself after a
+// remount.
+func setOrigin(p string, v uint64, orel string) {
+	if len(orel) > maxOriginPath {
+		orel = ""
+	}
+	b := make([]byte, 8, 8+len(orel))
+	binary.LittleEndian.PutUint64(b, v)
+	_ = unix.Lsetxattr(p, originXattr, append(b, orel...), 0)
+}
+
+// readOrigin returns the number and origin path recorded on p by
+// setOrigin (the path is "" on a record that has none).
+func readOrigin(p string) (v uint64, orel string, ok bool) {
+	var b [8 + maxOriginPath]byte
+	n, err := unix.Lgetxattr(p, originXattr, b[:])
+	if err != nil || n < 8 {
+		return 0, "", false
+	}
+	return binary.LittleEndian.Uint64(b[:8]), string(b[8:n]), true
 }
 
 // numberCopy makes the file at p of the rw branch, key upper, answer
-// with number v: a copy, or a file moved, that keeps the number its
-// origin had. On one file system the copy records it (setOrigin) for
-// later mounts.
-func (u *ufs) numberCopy(p string, upper devIno, v uint64) {
+// with number v: a copy of the file at orel, or a file moved from orel,
+// that keeps the number its origin had. On one file system the copy
+// records it (setOrigin) for later mounts; a file that records v
+// already (a copy moved again) keeps its record, whose path is where
+// its origin is.
+func (u *ufs) numberCopy(p string, upper devIno, v uint64, orel string) {
 	u.inos.setAlias(upper, v)
 	if u.inos.real && v != upper.ino {
-		setOrigin(p, v)
+		if old, _, ok := readOrigin(p); !ok || old != v {
+			setOrigin(p, v, orel)
+		}
 	}
 }
 
 // numberAs is numberCopy with the number of origin.
-func (u *ufs) numberAs(p string, origin, upper devIno) {
-	u.numberCopy(p, upper, u.inos.get(origin))
-}
-
-// readOrigin returns the number recorded on p by setOrigin.
-func readOrigin(p string) (uint64, bool) {
-	var b [8]byte
-	n, err := unix.Lgetxattr(p, originXattr, b[:])
-	if err != nil || n != 8 {
-		return 0, false
-	}
-	return binary.LittleEndian.Uint64(b[:]), true
+func (u *ufs) numberAs(p string, origin, upper devIno, orel string) {
+	u.numberCopy(p, upper, u.inos.get(origin), orel)
 }
 
 // upperIno is the number of k, the file name of the rw branch in
 // directory rel, whose merged contents come from layers: an alias
 // recorded in this mount, else the origin recorded on the copy while
-// the branches below still show that file at the same name (so the
-// number is still its, not reused by the file system for another),
-// else its own. The answer is remembered, so the attribute is read
-// once. The caller holds u.ns.
+// the branches below still show that file where it was copied from (so
+// the number is still its, not reused by the file system for another;
+// see originHeld), else its own. The answer is remembered, so the
+// attribute is read once. The caller holds u.ns.
 func (u *ufs) upperIno(k devIno, layers []*branch, rel, name string) uint64 {
 	if !u.inos.real {
 		return u.inos.get(k)
@@ -230,19 +245,44 @@ func (u *ufs) upperIno(k devIno, layers []*branch, rel, name string) uint64 {
 	if v, ok := u.inos.lookup(k); ok {
 		return v
 	}
-	if p, release, errno := u.rw.confine(joinRel(rel, name)); errno == 0 {
-		v, ok := readOrigin(p)
+	here := joinRel(rel, name)
+	if p, release, errno := u.rw.confine(here); errno == 0 {
+		v, orel, ok := readOrigin(p)
 		release()
-		if ok {
-			if le, ok := lowerHas(layers, u.rw, rel, name); ok && le.originNumber() == v {
-				u.inos.setAlias(k, v)
-				return v
-			}
+		if ok && u.originHeld(k, v, layers, rel, name, orel) {
+			u.inos.setAlias(k, v)
+			return v
 		}
 	}
 	v := u.inos.get(k)
 	u.inos.setAlias(k, v)
 	return v
+}
+
+// originHeld reports whether number v, recorded on the copy k at name
+// of directory rel (merged from layers) as that of its origin at orel,
+// is still the origin's: the branches below the rw one show at orel a
+// file numbered v. A copy at its origin's name hides the origin; one
+// renamed since (orel elsewhere) may keep v only while the union does
+// not show the origin at orel too (the rename left a whiteout there),
+// unless that is the copy itself (another name of its hard-link group).
+func (u *ufs) originHeld(k devIno, v uint64, layers []*branch, rel, name, orel string) bool {
+	if orel == "" || orel == joinRel(rel, name) {
+		le, ok := lowerHas(layers, u.rw, rel, name)
+		return ok && le.originNumber() == v
+	}
+	var below []*branch
+	for _, b := range u.branches {
+		if b != u.rw {
+			below = append(below, b)
+		}
+	}
+	le, errno := lookupPath(below, orel)
+	if errno != 0 || le.originNumber() != v {
+		return false
+	}
+	ue, errno := lookupPath(u.branches, orel)
+	return errno != 0 || ue.st.key() == k || ue.originNumber() != v
 }
 
 // originNumber is the inode number e's lower file has of its own: the

@@ -128,6 +128,55 @@ func TestInodeNumbersSurviveRemount(t *testing.T) {
 	}
 }
 
+// TestRenamedCopiesKeepNumbers: a copy renamed through the union (a
+// lower file or directory moved, a copy moved again, a moved tree's
+// files) keeps its origin's number across remounts too, while the rename
+// hides the origin; once the origin shows again (its whiteout removed
+// from outside) the copy numbers as itself, so no two files share one.
+func TestRenamedCopiesKeepNumbers(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{
+		"1:a": "a", "1:b": "b", "1:d/x": "x", "1:d/sub/y": "y",
+	}, Options{})
+	inos := map[string]uint64{}
+	for _, name := range []string{"a", "b", "d", "d/x", "d/sub", "d/sub/y"} {
+		inos[name] = statT(t, tu.m(name)).Ino
+	}
+	if err := os.WriteFile(tu.m("b"), []byte("b copied"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range [][2]string{{"a", "a2"}, {"b", "b2"}, {"b2", "b3"}, {"d", "e"}} {
+		if err := os.Rename(tu.m(mv[0]), tu.m(mv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]uint64{"a2": inos["a"], "b3": inos["b"], "e": inos["d"], "e/x": inos["d/x"], "e/sub": inos["d/sub"], "e/sub/y": inos["d/sub/y"]}
+	check := func(when string) {
+		t.Helper()
+		for name, ino := range want {
+			if got := statT(t, tu.m(name)).Ino; got != ino {
+				t.Errorf("%s: %s has inode number %d, want its origin's %d", when, name, got, ino)
+			}
+		}
+	}
+	check("mounted")
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted")
+
+	// The origin of a2 shows again: a2 is another file than a.
+	tu.unmount(t)
+	if err := os.Remove(tu.b(0, ".wh.a")); err != nil {
+		t.Fatal(err)
+	}
+	tu.remount(t)
+	if got := statT(t, tu.m("a")).Ino; got != inos["a"] {
+		t.Errorf("a shows again with inode number %d, want its own %d", got, inos["a"])
+	}
+	if got, own := statT(t, tu.m("a2")).Ino, statT(t, tu.b(0, "a2")).Ino; got != own {
+		t.Errorf("a2 beside its origin: inode number %d, want its own %d", got, own)
+	}
+}
+
 // TestInodeNumbersAcrossFilesystems: with the rw branch on another file
 // system (a tmpfs) than the read-only one, numbers are the union's own
 // for the life of the mount: distinct for distinct files, one for a

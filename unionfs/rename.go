@@ -176,9 +176,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errnoOf(err)
 	}
 	if ch := n.GetChild(name); ch != nil {
-		u.numberCopy(dstPath, moved.st.key(), ch.StableAttr().Ino)
+		u.numberCopy(dstPath, moved.st.key(), ch.StableAttr().Ino, joinRel(prel, name))
 	} else {
-		u.numberAs(dstPath, se.st.key(), moved.st.key())
+		u.numberAs(dstPath, se.st.key(), moved.st.key(), joinRel(prel, name))
 	}
 	if moved.isDir() {
 		u.dirGone(joinRel(prel, name))
@@ -343,14 +343,14 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		return errnoOf(err)
 	}
 	if ch := parent.GetChild(name); ch != nil {
-		u.numberCopy(p, keyOf(&st), ch.StableAttr().Ino)
+		u.numberCopy(p, keyOf(&st), ch.StableAttr().Ino, crel)
 		if cn, ok := ch.Operations().(*node); ok && !e.isDir() {
 			cn.mu.Lock()
 			cn.copyGen++
 			cn.mu.Unlock()
 		}
 	} else {
-		u.numberAs(p, e.st.key(), keyOf(&st))
+		u.numberAs(p, e.st.key(), keyOf(&st), crel)
 	}
 	return 0
 }

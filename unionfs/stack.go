@@ -240,6 +240,28 @@ func lookupCached(ep **entry, layers []*branch, rel, name string, topSt *syscall
 	return true
 }
 
+// lookupPath finds rel, a path from the union's root, in layers, the
+// branches whose roots merge there, name by name as the kernel's lookups
+// do (whiteouts and opaque directories hide what they hide).
+func lookupPath(layers []*branch, rel string) (*entry, syscall.Errno) {
+	var e *entry
+	dir := ""
+	for _, name := range strings.Split(rel, "/") {
+		if e != nil {
+			if !e.isDir() {
+				return nil, syscall.ENOTDIR
+			}
+			layers = e.layers
+		}
+		var errno syscall.Errno
+		if e, errno = lookupIn(layers, dir, name); errno != 0 {
+			return nil, errno
+		}
+		dir = joinRel(dir, name)
+	}
+	return e, 0
+}
+
 // lowerHas reports whether name in rel is visible from the branches of
 // layers below rw, as if rw held neither the name nor its whiteout.
 func lowerHas(layers []*branch, rw *branch, rel, name string) (*entry, bool) {

@@ -75,7 +75,7 @@ func (c *treeCopy) copyDir(e *entry, rel, dst string) syscall.Errno {
 		}
 		var st syscall.Stat_t
 		if syscall.Lstat(cdst, &st) == nil {
-			u.numberAs(cdst, ce.st.key(), keyOf(&st))
+			u.numberAs(cdst, ce.st.key(), keyOf(&st), crel)
 			if made {
 				c.numbered = append(c.numbered, keyOf(&st))
 			}
