@@ -69,21 +69,16 @@ func (n *node) finishCreateStat(ctx context.Context, pe *entry, prel, name strin
 			return nil, errno
 		}
 	}
-	p, release, errno := u.rw.confine(joinRel(prel, name))
-	if errno != 0 {
-		return nil, errno
-	}
-	defer release()
 	var full syscall.Stat_t
 	if st != nil {
 		full = *st
-	} else if err := syscall.Lstat(p, &full); err != nil {
+	} else if err := u.rw.lstat(joinRel(prel, name), &full); err != nil {
 		return nil, errnoOf(err)
 	}
 	e := newEntry(u.rw, &full)
 	if e.isDir() {
 		e.layers = []*branch{u.rw}
-		if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() && !exists(p+"/"+opqMarker) {
+		if le, ok := lowerHas(pe.layers, u.rw, prel, name); ok && le.isDir() && !u.rw.exists(joinRel(prel, name)+"/"+opqMarker) {
 			e.layers = append(e.layers, le.layers...)
 		}
 	}

@@ -109,6 +109,32 @@ func (b *branch) lstat(rel string, st *syscall.Stat_t) error {
 	return unix.Fstatat(fd, name, (*unix.Stat_t)(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// lookupName is lstat of name in directory rel of b that also reports,
+// when whiteouts asks, whether the whiteout of name is there (looked for
+// unless name is a non-directory), from one opening of the directory.
+func (b *branch) lookupName(rel, name string, st *syscall.Stat_t, whiteouts bool) (whited bool, err error) {
+	wantWhiteout := func() bool {
+		return whiteouts && (err != nil || st.Mode&syscall.S_IFMT == syscall.S_IFDIR)
+	}
+	if b.rootFd < 0 {
+		err = syscall.Lstat(b.join(joinRel(rel, name)), st)
+		return wantWhiteout() && b.exists(joinRel(rel, whPrefix+name)), err
+	}
+	fd := b.rootFd
+	if rel != "" {
+		if fd, err = openBeneath(b.rootFd, rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC); err != nil {
+			return false, err
+		}
+		defer unix.Close(fd)
+	}
+	err = unix.Fstatat(fd, name, (*unix.Stat_t)(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW)
+	if wantWhiteout() {
+		var wst unix.Stat_t
+		whited = unix.Fstatat(fd, whPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil
+	}
+	return whited, err
+}
+
 // exists reports whether rel of b exists (see lstat).
 func (b *branch) exists(rel string) bool {
 	var st syscall.Stat_t

@@ -135,7 +135,8 @@ func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (
 			}
 		}
 		var st syscall.Stat_t
-		err := b.lstat(crel, &st)
+		// A whiteout in the last layer hides nothing: not looked for.
+		whited, err := b.lookupName(rel, name, &st, i < len(layers)-1 && b.searchesWhiteouts())
 		if err == nil {
 			isDir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
 			if e == nil {
@@ -160,8 +161,7 @@ func lookupBranches(layers []*branch, rel, name string, topSt *syscall.Stat_t) (
 			}
 			return e, 0
 		}
-		// A whiteout in the last layer hides nothing: not looked for.
-		if i < len(layers)-1 && b.searchesWhiteouts() && b.exists(joinRel(rel, whPrefix+name)) {
+		if whited {
 			break
 		}
 	}
