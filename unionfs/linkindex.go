@@ -43,6 +43,9 @@ type linkIndex struct {
 	mu     sync.Mutex
 	groups map[devIno]*linkGroup // by the copy's (rw) key
 	whited map[devIno]*linkGroup // counts of groups before a copy, by lower key
+	// anyGroup says groups held an entry once: before that, a file
+	// with one link needs no look in it (see fixNlink).
+	anyGroup atomic.Bool
 }
 
 // linkGroup is what the index knows of one copied-up group.
@@ -105,6 +108,7 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 			continue
 		}
 		x.groups[keyOf(&st)] = g
+		x.anyGroup.Store(true)
 	}
 	return x, nil
 }
@@ -187,6 +191,7 @@ func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
 	x.mu.Lock()
 	x.groups[keyOf(&st)] = g
 	x.mu.Unlock()
+	x.anyGroup.Store(true)
 	return 0
 }
 
@@ -308,7 +313,9 @@ func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
 // group's lower names not consumed yet) or of a lower file some of whose
 // names were whited out (less those).
 func (x *linkIndex) fixNlink(st *syscall.Stat_t) {
-	if x == nil || st.Nlink <= 1 || !x.ready.Load() {
+	// A copy whose rw names were all removed has one link (the index's)
+	// and may still show as its group's lower names.
+	if x == nil || st.Nlink == 0 || st.Nlink == 1 && !x.anyGroup.Load() || !x.ready.Load() {
 		return
 	}
 	k := keyOf(st)
@@ -331,7 +338,7 @@ func (g *linkGroup) left() uint64 {
 
 // fixNlinkStatx is fixNlink for a statx result.
 func (x *linkIndex) fixNlinkStatx(stx *unix.Statx_t) {
-	if x == nil || stx.Nlink <= 1 {
+	if x == nil || stx.Nlink == 0 || stx.Nlink == 1 && !x.anyGroup.Load() {
 		return
 	}
 	st := syscall.Stat_t{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino, Nlink: uint64(stx.Nlink)}

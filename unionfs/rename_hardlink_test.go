@@ -283,6 +283,39 @@ func TestWhiteoutOfLowerLinkCounts(t *testing.T) {
 	}
 }
 
+// TestGroupCopyOutlivesItsName: once the name a group was copied up by
+// is removed, the copy (left with the index's link alone) still serves
+// the group's other lower names, with their count, also after a remount.
+func TestGroupCopyOutlivesItsName(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:a": "x"}, Options{})
+	for _, name := range []string{"b", "c"} {
+		if err := os.Link(tu.b(1, "a"), tu.b(1, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(tu.m("a"), []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(tu.m("a")); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, name := range []string{"b", "c"} {
+			if got := statT(t, tu.m(name)).Nlink; got != 2 {
+				t.Errorf("%s: %s has nlink %d, want 2", when, name, got)
+			}
+			if got := readFile(t, tu.m(name)); got != "y" {
+				t.Errorf("%s: %s = %q, want the data written through a", when, name, got)
+			}
+		}
+	}
+	check("mounted")
+	tu.unmount(t)
+	tu.remount(t)
+	check("remounted")
+}
+
 // TestLinkIndexIgnoresStrangers: names in the link index that are not
 // its own (a file linked there from outside, with a count beside it)
 // change nothing the union shows.
