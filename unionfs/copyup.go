@@ -69,7 +69,7 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return errno
 	}
 	defer release()
-	if _, errno := u.placeLower(e2, rel2, dst, tmp, withData); errno != 0 {
+	if errno := u.placeLowerNow(e2, rel2, dst, tmp, withData); errno != 0 {
 		return errno
 	}
 	restoreTimes(parentDir(dst), parentOrigin)
@@ -86,61 +86,81 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 	return 0
 }
 
-// placement says what placeLower did to the link index, for a caller
-// that may have to take it back (treeCopy).
-type placement int
+// placement says what placeLower did to the link index, which the
+// caller settles (linkIndex.settle) once the placement is final: at once,
+// or for a directory's copy once the copy is in place (treeCopy).
+type placement struct {
+	kind  placementKind
+	group *linkGroup // placedIndexed: the group, pending until settled
+	copy  devIno     // placedLinked: the group's copy linked to
+}
+
+// placementKind is what a placement did.
+type placementKind int
 
 const (
-	placedAlone   placement = iota // a copy of its own, not in the index
-	placedIndexed                  // a copy, added to the index as its group's
-	placedLinked                   // a link of its group's copy: a lower name consumed
+	placedAlone   placementKind = iota // a copy of its own, not in the index
+	placedIndexed                      // a copy, added to the index as its group's
+	placedLinked                       // a link of its group's copy
 )
+
+// placeLowerNow is placeLower for a placement that is final at once.
+func (u *ufs) placeLowerNow(e *entry, rel, dst, tmp string, withData bool) syscall.Errno {
+	placed, errno := u.placeLower(e, rel, dst, tmp, withData)
+	if errno == 0 {
+		u.links.settle(placed)
+	}
+	return errno
+}
 
 // placeLower puts a copy of e, a lower non-directory at rel, at dst in
 // the rw branch, replacing what dst held. A name whose hard-link group
 // was copied up already is linked to that copy (under a temporary name
-// first, as link(2) replaces nothing); otherwise tmp, a copy of e the caller made in the
-// work directory (or, when "", one made here), is renamed to dst, after
-// it went into the link index when e has more names (where it can). It
-// removes tmp when it fails. The caller holds u.ns exclusively.
+// first, as link(2) replaces nothing); otherwise tmp, a copy of e the
+// caller made in the work directory (or, when "", one made here), is
+// renamed to dst, after it went into the link index when e has more
+// names (where it can). It removes tmp when it fails. The caller holds
+// u.ns exclusively, and settles the placement (see placement).
 func (u *ufs) placeLower(e *entry, rel, dst, tmp string, withData bool) (placement, syscall.Errno) {
 	if e.link != nil {
 		removeTemp(tmp)
 		var errno syscall.Errno
 		if tmp, errno = u.tempName("ln"); errno != 0 {
-			return 0, errno
+			return placement{}, errno
 		}
 		if err := syscall.Link(e.link.path, tmp); err != nil {
-			return 0, errnoOf(err)
+			return placement{}, errnoOf(err)
 		}
 		if err := syscall.Rename(tmp, dst); err != nil {
 			removeTemp(tmp)
-			return 0, errnoOf(err)
+			return placement{}, errnoOf(err)
 		}
-		u.links.consume(e.st.key())
-		return placedLinked, 0
+		return placement{kind: placedLinked, copy: e.st.key()}, 0
 	}
 	if tmp == "" {
 		var errno syscall.Errno
 		if tmp, _, errno = u.copyToTemp(e.top, rel, withData); errno != 0 {
-			return 0, errno
+			return placement{}, errno
 		}
 	}
 	// The index is kept where the rw branch's file system can: one
 	// that cannot link leaves the group's other names lower, as before.
-	indexed := e.st.Nlink > 1 && u.links != nil && u.links.add(tmp, &e.st) == 0
+	var g *linkGroup
+	if e.st.Nlink > 1 && u.links != nil {
+		g, _ = u.links.add(tmp, &e.st)
+	}
 	if err := syscall.Rename(tmp, dst); err != nil {
 		removeTemp(tmp)
-		if indexed {
+		if g != nil {
 			u.links.remove(e.st.key())
 		}
-		return 0, errnoOf(err)
+		return placement{}, errnoOf(err)
 	}
-	if indexed {
+	if g != nil {
 		u.gen.Add(1) // the group's other names resolve to the copy now
-		return placedIndexed, 0
+		return placement{kind: placedIndexed, group: g}, 0
 	}
-	return placedAlone, 0
+	return placement{}, 0
 }
 
 // removeTemp removes a temporary copy, if there is one.

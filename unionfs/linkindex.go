@@ -51,8 +51,11 @@ type linkIndex struct {
 // linkGroup is what the index knows of one copied-up group.
 type linkGroup struct {
 	name     string // the index entry: the lower key
+	origin   devIno // the lower file
 	lower    uint64 // link count of the lower file when copied up
 	consumed uint64 // lower names linked up or whited out
+	// pending: the copy is in the index but not yet in place (see add).
+	pending bool
 }
 
 // linkAlias is how an entry of a lower name whose group was copied up
@@ -63,8 +66,9 @@ type linkAlias struct {
 }
 
 // openLinkIndex reads the index of the rw branch rw, and removes the
-// copies no name of the union shows any more. An entry without its count
-// (a crash between the two) counts one name consumed. keep registers the
+// copies no name of the union shows any more, and settles what a crash
+// left pending (see add). An entry without a count counts one name
+// consumed. keep registers the
 // descriptor the index is reached through (see confine).
 func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 	x := &linkIndex{rw: rw, dir: rw.join(linkIndexName), fd: -1, keep: keep, groups: map[devIno]*linkGroup{}, whited: map[devIno]*linkGroup{}}
@@ -91,7 +95,13 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(x.path(name), &st); err != nil {
 			if isCount {
-				if g := x.readCount(name, 0, 0); g.lower > 0 {
+				g := x.readCount(name, origin, 0, 0)
+				if g.pending {
+					// A crash before the copy reached the index.
+					g.pending = false
+					_ = x.writeCount(g)
+				}
+				if g.lower > 0 {
 					x.whited[origin] = g
 				}
 			}
@@ -100,7 +110,25 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 		if isCount {
 			continue
 		}
-		g := x.readCount(name, uint64(st.Nlink), 1)
+		g := x.readCount(name, origin, uint64(st.Nlink), 1)
+		if g.pending {
+			g.pending = false
+			if st.Nlink == 1 {
+				// A crash before the copy was put in place: it stands
+				// for no name. The group is as it was before.
+				_ = os.Remove(x.path(name))
+				if g.consumed > 0 {
+					_ = x.writeCount(g)
+					x.whited[origin] = g
+				} else {
+					_ = os.Remove(x.path(name + ".n"))
+				}
+				continue
+			}
+			// A crash after: the copy stands for its first name.
+			g.consumed++
+			_ = x.writeCount(g)
+		}
 		if st.Nlink == 1 && g.left() == 0 {
 			// No name of the group is left: the copy goes.
 			_ = os.Remove(x.path(name))
@@ -115,9 +143,10 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 
 // readCount reads the counts of the group of index entry name; lower
 // and consumed are the counts of a group without a record.
-func (x *linkIndex) readCount(name string, lower, consumed uint64) *linkGroup {
-	g := &linkGroup{name: name, lower: lower, consumed: consumed}
+func (x *linkIndex) readCount(name string, origin devIno, lower, consumed uint64) *linkGroup {
+	g := &linkGroup{name: name, origin: origin, lower: lower, consumed: consumed}
 	if t, err := os.Readlink(x.path(name + ".n")); err == nil {
+		t, g.pending = strings.CutSuffix(t, pendingMark)
 		l, c, ok := strings.Cut(t, ":")
 		lv, err1 := strconv.ParseUint(l, 10, 64)
 		cv, err2 := strconv.ParseUint(c, 10, 64)
@@ -127,6 +156,9 @@ func (x *linkIndex) readCount(name string, lower, consumed uint64) *linkGroup {
 	}
 	return g
 }
+
+// pendingMark ends the count of a group whose copy is not yet in place.
+const pendingMark = ":p"
 
 // parseEntryName is the lower key an index entry name stands for.
 func parseEntryName(name string) (devIno, bool) {
@@ -162,37 +194,71 @@ func (x *linkIndex) resolve(e *entry, topSt *syscall.Stat_t) {
 }
 
 // add links tmp, the new copy of the lower file origin (before it is
-// renamed into place), into the index, with one name consumed (a crash
-// before the count is written leaves the entry counting one name less
-// consumed than it should). The caller holds u.ns exclusively.
-func (x *linkIndex) add(tmp string, origin *fileID) syscall.Errno {
+// renamed into place), into the index. The group's count is written
+// first, marked pending: until the placement is settled (settle) the
+// copy stands for no name, so a crash before leaves a pending entry a
+// later mount drops (see openLinkIndex). The caller holds u.ns
+// exclusively.
+func (x *linkIndex) add(tmp string, origin *fileID) (*linkGroup, syscall.Errno) {
 	if errno := x.ensureDir(); errno != 0 {
-		return errno
+		return nil, errno
 	}
-	g := &linkGroup{name: x.entryName(origin.key()), lower: origin.Nlink, consumed: 1}
+	g := &linkGroup{name: x.entryName(origin.key()), origin: origin.key(), lower: origin.Nlink, pending: true}
 	x.mu.Lock()
 	if w := x.whited[origin.key()]; w != nil {
-		g.consumed += w.consumed
+		g.consumed = w.consumed
 	}
 	x.mu.Unlock()
-	p := x.path(g.name)
-	if err := syscall.Link(tmp, p); err != nil {
-		return errnoOf(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		_ = os.Remove(p)
-		return errnoOf(err)
-	}
 	if errno := x.writeCount(g); errno != 0 {
-		_ = os.Remove(p)
-		return errno
+		return nil, errno
+	}
+	p := x.path(g.name)
+	var st syscall.Stat_t
+	err := syscall.Link(tmp, p)
+	if err == nil {
+		if err = syscall.Lstat(p, &st); err != nil {
+			_ = os.Remove(p)
+		}
+	}
+	if err != nil {
+		x.restoreCount(origin.key())
+		return nil, errnoOf(err)
 	}
 	x.mu.Lock()
 	x.groups[keyOf(&st)] = g
 	x.mu.Unlock()
 	x.anyGroup.Store(true)
-	return 0
+	return g, 0
+}
+
+// settle records a placement as final (see placeLower): a group's copy
+// in place consumes its first lower name, a link of a copy one more.
+// The caller holds u.ns exclusively.
+func (x *linkIndex) settle(p placement) {
+	switch {
+	case x == nil:
+	case p.kind == placedIndexed:
+		x.mu.Lock()
+		p.group.pending = false
+		p.group.consumed++
+		x.mu.Unlock()
+		_ = x.writeCount(p.group)
+	case p.kind == placedLinked:
+		x.consume(p.copy)
+	}
+}
+
+// restoreCount writes the count origin's group had before a copy was
+// added: the names whited out, or none.
+func (x *linkIndex) restoreCount(origin devIno) {
+	x.mu.Lock()
+	w := x.whited[origin]
+	x.mu.Unlock()
+	if w != nil {
+		_ = x.writeCount(w)
+	} else {
+		_ = os.Remove(x.path(x.entryName(origin) + ".n"))
+	}
 }
 
 // ensureDir makes the index directory on first need. The caller holds
@@ -224,14 +290,7 @@ func (x *linkIndex) remove(origin devIno) {
 		x.mu.Unlock()
 	}
 	_ = os.Remove(x.path(name))
-	x.mu.Lock()
-	w := x.whited[origin]
-	x.mu.Unlock()
-	if w != nil {
-		_ = x.writeCount(w) // the count before the copy
-	} else {
-		_ = os.Remove(x.path(name + ".n"))
-	}
+	x.restoreCount(origin)
 }
 
 // whiteout counts a lower name of e, a lower non-directory, as
@@ -276,24 +335,6 @@ func (x *linkIndex) consume(copy devIno) {
 	}
 }
 
-// unconsume takes back a consume of copy's group, whose link was
-// removed again (an abandoned treeCopy). The caller holds u.ns
-// exclusively.
-func (x *linkIndex) unconsume(copy devIno) {
-	if x == nil {
-		return
-	}
-	x.mu.Lock()
-	g := x.groups[copy]
-	if g != nil && g.consumed > 0 {
-		g.consumed--
-	}
-	x.mu.Unlock()
-	if g != nil {
-		_ = x.writeCount(g)
-	}
-}
-
 // writeCount records g's counts, replacing the old record atomically.
 func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
 	p := x.path(g.name + ".n")
@@ -301,6 +342,9 @@ func (x *linkIndex) writeCount(g *linkGroup) syscall.Errno {
 	_ = os.Remove(tmp)
 	x.mu.Lock()
 	target := strconv.FormatUint(g.lower, 10) + ":" + strconv.FormatUint(g.consumed, 10)
+	if g.pending {
+		target += pendingMark
+	}
 	x.mu.Unlock()
 	if err := syscall.Symlink(target, tmp); err != nil {
 		return errnoOf(err)

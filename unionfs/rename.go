@@ -138,7 +138,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 	switch {
 	case !se.isDir() && se.top != u.rw:
-		if _, errno := u.placeLower(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
+		if errno := u.placeLowerNow(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
 			return errno
 		}
 	case tree == nil:
@@ -150,6 +150,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			tree.abandon()
 			return errnoOf(err)
 		}
+		tree.commit()
 		if se.top == u.rw {
 			if errno := removeTree(srcPath); errno != 0 {
 				return errno
@@ -335,7 +336,7 @@ func (u *ufs) makeRW(parent *node, e *entry, rel, name string) syscall.Errno {
 		if errno := u.flattenDir(e, crel); errno != 0 {
 			return errno
 		}
-	} else if _, errno := u.placeLower(e, crel, p, "", true); errno != 0 {
+	} else if errno := u.placeLowerNow(e, crel, p, "", true); errno != 0 {
 		return errno
 	}
 	var st syscall.Stat_t
@@ -378,12 +379,14 @@ func (u *ufs) flattenDir(e *entry, rel string) syscall.Errno {
 			tree.abandon()
 			return errnoOf(err)
 		}
+		tree.commit()
 		return 0
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, tree.tmp, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE); err != nil {
 		tree.abandon()
 		return errnoOf(err)
 	}
+	tree.commit()
 	return removeTree(tree.tmp) // the old rw directory, now aside
 }
 

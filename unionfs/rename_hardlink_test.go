@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -314,6 +315,61 @@ func TestGroupCopyOutlivesItsName(t *testing.T) {
 	tu.unmount(t)
 	tu.remount(t)
 	check("remounted")
+}
+
+// TestLinkIndexAfterCrash: what a crash leaves of a copy-up of a lower
+// hard-link group's name (the index is written before the copy is in
+// place) is settled by the next mount: a copy that never reached its
+// name is dropped, and the group's names show the lower file with all
+// its links; one that did counts that name.
+func TestLinkIndexAfterCrash(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:a": "lower", "1:x": "lower x", "1:p/": ""}, Options{})
+	for _, l := range [][2]string{{"a", "b"}, {"x", "y"}, {"a", "p/c"}} {
+		if err := os.Link(tu.b(1, l[0]), tu.b(1, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tu.unmount(t)
+	index := tu.b(0, linkIndexName)
+	if err := os.Mkdir(index, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(name string) string {
+		st := statT(t, tu.b(1, name))
+		return fmt.Sprintf("%s/%d-%d", index, st.Dev, st.Ino)
+	}
+	// Group a: the copy made, linked into the index, not yet renamed
+	// to its name (the work directory is emptied at mount).
+	if err := os.WriteFile(entry("a"), []byte("copy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("3:0:p", entry("a")+".n"); err != nil {
+		t.Fatal(err)
+	}
+	// Group x: the copy in place as x, the count not yet settled.
+	if err := os.WriteFile(tu.b(0, "x"), []byte("copied x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(tu.b(0, "x"), entry("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("2:0:p", entry("x")+".n"); err != nil {
+		t.Fatal(err)
+	}
+	tu.remount(t)
+	for name, want := range map[string]string{"a": "lower", "b": "lower", "p/c": "lower", "x": "copied x", "y": "copied x"} {
+		if got := readFile(t, tu.m(name)); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	for name, want := range map[string]uint64{"a": 3, "b": 3, "p/c": 3, "x": 2, "y": 2} {
+		if got := statT(t, tu.m(name)).Nlink; got != want {
+			t.Errorf("%s: nlink %d, want %d", name, got, want)
+		}
+	}
+	if _, err := os.Lstat(entry("a")); !os.IsNotExist(err) {
+		t.Errorf("the copy that never reached its name is still in the index: %v", err)
+	}
 }
 
 // TestLinkIndexIgnoresStrangers: names in the link index that are not

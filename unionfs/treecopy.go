@@ -12,13 +12,13 @@ import (
 // origins' numbers; treeCopy keeps a record of those, so that abandon
 // takes all of it back when the copy, or the step that was to put it in
 // place, fails (a full rw branch, say): the union then shows what it
-// showed before. The caller holds u.ns exclusively throughout.
+// showed before. Once the copy is in place, commit settles the index.
+// The caller holds u.ns exclusively throughout.
 type treeCopy struct {
 	u        *ufs
-	tmp      string   // the copy, in the work directory
-	indexed  []devIno // lower files whose group's copy was added to the index
-	consumed []devIno // group copies (rw keys) a lower name of which was linked
-	numbered []devIno // copies (rw keys) numbered as their origins
+	tmp      string      // the copy, in the work directory
+	placed   []placement // what placing its files did to the link index
+	numbered []devIno    // copies (rw keys) numbered as their origins
 }
 
 // copyTreeAside copies the merged directory e (at rel) into a new
@@ -107,13 +107,17 @@ func (c *treeCopy) copyLinked(ce *entry, crel, cdst string) (made bool, errno sy
 	if errno != 0 {
 		return false, errno
 	}
-	switch placed {
-	case placedIndexed:
-		c.indexed = append(c.indexed, ce.st.key())
-	case placedLinked:
-		c.consumed = append(c.consumed, ce.st.key())
+	if placed.kind != placedAlone {
+		c.placed = append(c.placed, placed)
 	}
-	return placed != placedLinked, 0
+	return placed.kind != placedLinked, 0
+}
+
+// commit settles the link index once the copy is in place.
+func (c *treeCopy) commit() {
+	for _, p := range c.placed {
+		c.u.links.settle(p)
+	}
 }
 
 // abandon removes the copy and takes back what making it changed.
@@ -123,13 +127,14 @@ func (c *treeCopy) abandon() {
 	for _, k := range c.numbered {
 		u.inos.unalias(k)
 	}
-	for _, copy := range c.consumed {
-		u.links.unconsume(copy)
+	indexed := false
+	for _, p := range c.placed {
+		if p.kind == placedIndexed {
+			u.links.remove(p.group.origin)
+			indexed = true
+		}
 	}
-	for _, origin := range c.indexed {
-		u.links.remove(origin)
-	}
-	if len(c.indexed) > 0 {
+	if indexed {
 		u.gen.Add(1) // the groups' names resolve to their lower files again
 	}
 }
