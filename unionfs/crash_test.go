@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -49,37 +50,14 @@ func TestCrashDuringCopyUp(t *testing.T) {
 		_ = cmd.Wait()
 		lazyUnmount(mnt)
 	})
-	opened := make(chan error, 1)
-	go func() {
+	caught := killWhenNotEmpty(t, cmd, mnt, filepath.Join(rw, workName), "open", func() error {
 		f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY, 0)
 		if err == nil {
 			f.Close()
 		}
-		opened <- err
-	}()
+		return err
+	})
 	work := filepath.Join(rw, workName)
-	caught := false
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		ents, _ := os.ReadDir(work)
-		if len(ents) > 0 {
-			caught = true
-			break
-		}
-		select {
-		case <-opened:
-			deadline = time.Now()
-		default:
-		}
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	lazyUnmount(mnt)
-	select {
-	case <-opened:
-	case <-time.After(20 * time.Second):
-		t.Fatal("open on the dead mount never returned")
-	}
 	if !caught {
 		t.Log("the copy-up finished before the kill; checking the result anyway")
 	} else {
@@ -154,27 +132,9 @@ func TestCrashDuringDirectoryRename(t *testing.T) {
 		_ = cmd.Wait()
 		lazyUnmount(mnt)
 	})
-	renamed := make(chan error, 1)
-	go func() { renamed <- os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "d2")) }()
-	caught := false
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && !caught {
-		ents, _ := os.ReadDir(filepath.Join(rw, linkIndexName))
-		caught = len(ents) > 0
-		select {
-		case <-renamed:
-			deadline = time.Now()
-		default:
-		}
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	lazyUnmount(mnt)
-	select {
-	case <-renamed:
-	case <-time.After(20 * time.Second):
-		t.Fatal("rename on the dead mount never returned")
-	}
+	caught := killWhenNotEmpty(t, cmd, mnt, filepath.Join(rw, linkIndexName), "rename", func() error {
+		return os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "d2"))
+	})
 	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: ro, Mode: RO}}, mnt, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -208,4 +168,34 @@ func TestCrashDuringDirectoryRename(t *testing.T) {
 			}
 		}
 	}
+}
+
+// killWhenNotEmpty runs op (what: its name) on the union the daemon cmd
+// serves at mnt, kills the daemon with SIGKILL once directory dir of a
+// branch holds an entry (or op returned, or 20 s passed), and cleans up
+// the dead mount. It reports whether dir was seen holding an entry.
+func killWhenNotEmpty(t *testing.T, cmd *exec.Cmd, mnt, dir, what string, op func() error) bool {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	caught := false
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && !caught {
+		ents, _ := os.ReadDir(dir)
+		caught = len(ents) > 0
+		select {
+		case <-done:
+			deadline = time.Now()
+		default:
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	lazyUnmount(mnt)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s on the dead mount never returned", what)
+	}
+	return caught
 }
