@@ -199,3 +199,35 @@ func killWhenNotEmpty(t *testing.T, cmd *exec.Cmd, mnt, dir, what string, op fun
 	}
 	return caught
 }
+
+// TestRemovalCrashStates: removing an rw name a lower branch also has
+// writes its whiteout beside it first, then removes it (a directory by
+// moving it into the work directory whole). A mount after a crash
+// between the two shows the rw entry still, as it was: a file with its
+// data, a directory empty (the whiteouts it held still hide the lower
+// names), never the lower entry behind it.
+func TestRemovalCrashStates(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{
+		"1:f": "lower f", "1:d/x": "x", "1:d/y": "y",
+		"0:f": "upper f", "0:d/.wh.x": "", "0:d/.wh.y": "", "0:.wh.f": "", "0:.wh.d": "",
+	}, Options{})
+	if got := readFile(t, tu.m("f")); got != "upper f" {
+		t.Errorf("f = %q, want the rw file", got)
+	}
+	if names := listDir(t, tu.m("d")); len(names) != 0 {
+		t.Errorf("d lists %v, want nothing", names)
+	}
+	if names := listDir(t, tu.mnt); len(names) != 2 || names[0] != "d" || names[1] != "f" {
+		t.Errorf("the root lists %v, want [d f]", names)
+	}
+	for _, p := range []string{"f", "d"} {
+		if err := os.Remove(tu.m(p)); err != nil {
+			t.Errorf("remove %s: %v", p, err)
+		}
+	}
+	tu.unmount(t)
+	tu.remount(t)
+	if names := listDir(t, tu.mnt); len(names) != 0 {
+		t.Errorf("after the removals the root lists %v", names)
+	}
+}

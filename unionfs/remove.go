@@ -77,21 +77,26 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	}
 	switch {
 	case e.top == u.rw && hasLower:
-		// The whiteout is made first, so that a full branch fails the
-		// removal before the rw name is gone and the lower one shows.
-		wh, errno := u.prepareWhiteout()
-		if errno != 0 {
+		// The whiteout goes in first, beside the rw entry (which it
+		// does not hide), and removing the entry uncovers it: a full
+		// branch fails the removal before anything changed, and a crash
+		// leaves the entry or its whiteout, never the lower name showing
+		// again. A directory is moved into the work directory whole
+		// first, so a crash never leaves it with some of the whiteouts
+		// it held removed (and what they hid showing).
+		if dir {
+			if errno := u.rw.onlyWhiteouts(joinRel(prel, name)); errno != 0 {
+				return errno
+			}
+		}
+		if errno := u.writeWhiteout(prel, name); errno != 0 {
 			return errno
 		}
-		defer wh.discard()
-		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {
-			return errno
-		}
-		if errno := wh.place(prel, name); errno != 0 {
+		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir, true); errno != 0 {
 			return errno
 		}
 	case e.top == u.rw:
-		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir); errno != 0 {
+		if errno := u.removeUpper(joinRel(prel, name), &e.st, dir, false); errno != 0 {
 			return errno
 		}
 	default:
@@ -134,13 +139,27 @@ func (n *node) childEntry(pe *entry, prel, name string, dir bool) (*entry, sysca
 }
 
 // removeUpper removes rw entry rel (a directory holding only whiteouts)
-// and forgets its inode key when the file is gone.
-func (u *ufs) removeUpper(rel string, id *fileID, dir bool) syscall.Errno {
+// and forgets its inode key when the file is gone. A directory is
+// moved into the work directory and removed there when aside says so,
+// else its whiteouts are removed and then it.
+func (u *ufs) removeUpper(rel string, id *fileID, dir, aside bool) syscall.Errno {
 	p, release, errno := u.rw.confine(rel)
 	if errno != 0 {
 		return errno
 	}
 	defer release()
+	if dir && aside {
+		tmp, errno := u.tempName("rm")
+		if errno != 0 {
+			return errno
+		}
+		if err := syscall.Rename(p, tmp); err != nil {
+			return errnoOf(err)
+		}
+		_ = removeTree(tmp) // what is left goes with the next mount's cleaning
+		u.numberGone(id.key())
+		return 0
+	}
 	if dir {
 		if errno := u.rw.clearWhiteouts(rel); errno != 0 {
 			return errno

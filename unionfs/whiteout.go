@@ -182,6 +182,21 @@ func (b *branch) clearWhiteouts(rel string) syscall.Errno {
 	return clearWhiteoutsIn(p)
 }
 
+// onlyWhiteouts fails with ENOTEMPTY unless directory rel of b holds
+// nothing but .wh.* entries.
+func (b *branch) onlyWhiteouts(rel string) syscall.Errno {
+	ents, err := b.readDir(rel)
+	if err != nil {
+		return errnoOf(err)
+	}
+	for _, e := range ents {
+		if !isWhiteoutName(e.name) {
+			return syscall.ENOTEMPTY
+		}
+	}
+	return 0
+}
+
 // clearWhiteoutsIn removes the .wh.* entries of rw directory p (a
 // confined path, see confineDir), which is empty in the union, so the
 // directory itself can be removed or replaced. It fails with ENOTEMPTY
