@@ -149,14 +149,9 @@ func (u *ufs) removeUpper(rel string, id *fileID, dir, aside bool) syscall.Errno
 	}
 	defer release()
 	if dir && aside {
-		tmp, errno := u.tempName("rm")
-		if errno != 0 {
+		if errno := u.removeAside(p); errno != 0 {
 			return errno
 		}
-		if err := syscall.Rename(p, tmp); err != nil {
-			return errnoOf(err)
-		}
-		_ = removeTree(tmp) // what is left goes with the next mount's cleaning
 		u.numberGone(id.key())
 		return 0
 	}
@@ -176,6 +171,21 @@ func (u *ufs) removeUpper(rel string, id *fileID, dir, aside bool) syscall.Errno
 	if id.Nlink <= 1 {
 		u.numberGone(id.key())
 	}
+	return 0
+}
+
+// removeAside moves the rw directory p into the work directory in one
+// rename, and removes it there; what a crash leaves of it goes with the
+// next mount's cleaning of the work directory.
+func (u *ufs) removeAside(p string) syscall.Errno {
+	tmp, errno := u.tempName("rm")
+	if errno != 0 {
+		return errno
+	}
+	if err := syscall.Rename(p, tmp); err != nil {
+		return errnoOf(err)
+	}
+	_ = removeTree(tmp)
 	return 0
 }
 

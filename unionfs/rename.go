@@ -127,8 +127,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			}
 		}
 	}
-	if derr == 0 && de.top == u.rw && de.isDir() {
-		if errno := u.rw.clearWhiteouts(joinRel(nrel, newName)); errno != 0 {
+	// A directory replacing an rw one (empty in the union, it holds
+	// only whiteouts) is swapped with it in one rename, and the old one
+	// removed from the work directory after: were its whiteouts removed
+	// first, a crash part way would show what they hide.
+	replaceDir := derr == 0 && de.top == u.rw && de.isDir()
+	if replaceDir {
+		errno := u.rw.onlyWhiteouts(joinRel(nrel, newName))
+		if errno == 0 {
+			errno = u.ensureWorkDir() // where the old one goes
+		}
+		if errno != 0 {
 			if tree != nil {
 				tree.abandon()
 			}
@@ -141,18 +150,40 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if errno := u.placeLowerNow(se, joinRel(prel, name), dstPath, "", true); errno != 0 {
 			return errno
 		}
+	case tree == nil && replaceDir:
+		if err := unix.Renameat2(unix.AT_FDCWD, srcPath, unix.AT_FDCWD, dstPath, unix.RENAME_EXCHANGE); err != nil {
+			return errnoOf(err)
+		}
+		if u.removeAside(srcPath) != 0 { // the old destination
+			_ = removeTree(srcPath)
+		}
 	case tree == nil:
 		if err := syscall.Rename(srcPath, dstPath); err != nil {
 			return errnoOf(err)
 		}
 	default:
-		if err := syscall.Rename(tree.tmp, dstPath); err != nil {
+		var err error
+		if replaceDir {
+			err = unix.Renameat2(unix.AT_FDCWD, tree.tmp, unix.AT_FDCWD, dstPath, unix.RENAME_EXCHANGE)
+		} else {
+			err = syscall.Rename(tree.tmp, dstPath)
+		}
+		if err != nil {
 			tree.abandon()
 			return errnoOf(err)
 		}
 		tree.commit()
-		if se.top == u.rw {
-			if errno := removeTree(srcPath); errno != 0 {
+		if replaceDir {
+			_ = removeTree(tree.tmp) // the old destination
+		}
+		if se.top == u.rw && wh != nil {
+			// The old name's whiteout goes in before its rw part goes,
+			// which is then moved away whole: a crash leaves no mix of
+			// the lower directory and what is left of the rw part.
+			if errno := wh.place(prel, name); errno != 0 {
+				return errno
+			}
+			if errno := u.removeAside(srcPath); errno != 0 {
 				return errno
 			}
 		}
@@ -163,7 +194,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno := u.removeWhiteout(nrel, newName); errno != 0 {
 		return errno
 	}
-	if wh != nil {
+	if wh != nil && !wh.placed() {
 		if errno := wh.place(prel, name); errno != 0 {
 			return errno
 		}

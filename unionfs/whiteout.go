@@ -83,6 +83,9 @@ func (w *pendingWhiteout) place(rel, name string) syscall.Errno {
 	return 0
 }
 
+// placed reports whether place succeeded.
+func (w *pendingWhiteout) placed() bool { return w.tmp == "" }
+
 // discard removes the whiteout unless it was placed; nil does nothing.
 func (w *pendingWhiteout) discard() {
 	if w != nil && w.tmp != "" {
