@@ -57,17 +57,20 @@ func specBadf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadSpec, fmt.Sprintf(format, args...))
 }
 
-// ParseMode parses an aufs branch mode: rw, ro or rr.
+// ParseMode parses an aufs branch mode: rw, ro or rr, and for a
+// read-only one aufs's attribute wh ("ro+wh", as Docker's aufs driver
+// wrote its layers), which says whiteouts in the branch count: the
+// union's ro (so "rr+wh" is ro too).
 func ParseMode(s string) (Mode, error) {
 	switch s {
 	case "rw":
 		return RW, nil
-	case "ro":
+	case "ro", "ro+wh", "rr+wh":
 		return RO, nil
 	case "rr":
 		return RR, nil
 	}
-	return 0, specBadf("unknown branch mode %q (want rw, ro or rr)", s)
+	return 0, specBadf("unknown branch mode %q (want rw, ro, ro+wh or rr)", s)
 }
 
 // ModeName is the aufs name of m: "rw", "ro" or "rr".
@@ -112,7 +115,7 @@ func ParseDirs(value string, base string) ([]Branch, error) {
 		if mode != "" {
 			m, err := ParseMode(mode)
 			if err != nil {
-				return nil, specBadf("branch %s: unknown mode %q (want rw, ro or rr)", path, mode)
+				return nil, specBadf("branch %s: unknown mode %q (want rw, ro, ro+wh or rr)", path, mode)
 			}
 			b.Mode = m
 		}

@@ -21,6 +21,8 @@ func TestParseDirs(t *testing.T) {
 		{"/a=rw:/b=ro:/c=rr", []Branch{{"/a", RW}, {"/b", RO}, {"/c", RR}}, ""},
 		{"/a=ro:/b", []Branch{{"/a", RO}, {"/b", RO}}, ""},
 		{"/a:/b=rr", []Branch{{"/a", RW}, {"/b", RR}}, ""},
+		{"/a=rw:/b=ro+wh:/c=rr+wh", []Branch{{"/a", RW}, {"/b", RO}, {"/c", RO}}, ""}, // aufs's attribute
+		{"/a=rw+wh", nil, `branch /a: unknown mode "rw+wh"`},
 		{"a/../b/", []Branch{{"/base/b", RW}}, ""},
 		{"/x=y=ro", []Branch{{"/x=y", RO}}, ""},
 		{"", nil, "no branches"},
