@@ -232,7 +232,12 @@ func (u *ufs) copyUpDir(n *node) (*syscall.Stat_t, syscall.Errno) {
 	defer release()
 	if err := syscall.Rename(tmp, dst); err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, errnoOf(err)
+		var st syscall.Stat_t
+		if (err != syscall.ENOTEMPTY && err != syscall.EEXIST) || syscall.Lstat(dst, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return nil, errnoOf(err)
+		}
+		// The rw branch got the directory from outside since it was
+		// looked up: the union takes it as the directory's copy.
 	}
 	restoreTimes(parentDir(dst), parentOrigin)
 	ne, err := lstatEntry(u.rw, dst)

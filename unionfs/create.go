@@ -143,8 +143,11 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	u.lockNS()
 	pe, prel, errno := n.prepareCreate(name, true)
 	if errno != 0 {
+		if errno == syscall.EEXIST {
+			_, prel, _ = n.resolve()
+		}
 		u.ns.Unlock()
-		return nil, nil, 0, errno
+		return nil, nil, 0, createErrno(u, prel, flags, errno)
 	}
 	p, release, errno := u.rw.confine(joinRel(prel, name))
 	if errno != 0 {
@@ -162,7 +165,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	fd, err := syscall.Open(p, oflags|syscall.O_CREAT|syscall.O_EXCL, mode)
 	if err != nil {
 		u.ns.Unlock()
-		return nil, nil, 0, errnoOf(err)
+		return nil, nil, 0, createErrno(u, prel, flags, errnoOf(err))
 	}
 	var st syscall.Stat_t
 	if errno := fchownCaller(ctx, pe, fd, mode, &st); errno != 0 {
@@ -186,6 +189,25 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, errno
 	}
 	return ch, fh, fuseFlags, 0
+}
+
+// createErrno is what a CREATE with open flags answers when making name
+// in directory rel failed with errno. The kernel sends CREATE for a name
+// it holds absent; one that exists after all was made behind its cache
+// (or the union's, under udba=reval: from outside, within the timeout).
+// Without O_EXCL open(2) must then open the file, never fail with
+// EEXIST, and with the permission checks of an open, which the kernel
+// skips on a file CREATE says it made: so the union forgets its
+// listings of the directory and answers ESTALE, on which the kernel
+// looks the name up again and opens what it finds.
+func createErrno(u *ufs, rel string, flags uint32, errno syscall.Errno) syscall.Errno {
+	if errno != syscall.EEXIST || flags&syscall.O_EXCL != 0 {
+		return errno
+	}
+	if u.names != nil {
+		u.names.forgetDir(rel)
+	}
+	return syscall.ESTALE
 }
 
 // Mkdir makes a directory in the rw branch. Where a lower branch has a

@@ -86,6 +86,20 @@ func (c *nameCache) reset() {
 	c.mu.Unlock()
 }
 
+// forgetDir drops what the cache holds of directory rel (of any branch),
+// so the next lookup there reads the branches.
+func (c *nameCache) forgetDir(rel string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.dirs {
+		if k.rel == rel {
+			delete(c.dirs, k)
+		}
+	}
+	delete(c.merged, rel)
+	c.epoch++ // an index of rel being built now may predate the change
+}
+
 // sweepLocked drops expired entries, at most once per ttl.
 func (c *nameCache) sweepLocked(now time.Time) {
 	if now.Before(c.nextSweep) {

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -849,6 +850,87 @@ func TestCreateOverNameMadeBehindTheCache(t *testing.T) {
 				t.Errorf("%s over %s: the branch entry is now %v, %v", how, kind, st, err)
 			}
 		}
+	}
+}
+
+// TestOpenCreateOfNameMadeBehindTheCache: open(2) with O_CREAT but
+// without O_EXCL of a name the kernel still holds absent, made since in
+// a branch, opens that file, as open(2) must (it answered EEXIST, which
+// open never does without O_EXCL), with an open's permission checks:
+// nobody cannot so open a file only root may write. (With long timeouts
+// the union, as udba=none, does not look at the read-only branches
+// again: a lower file made from outside does not show there.)
+func TestOpenCreateOfNameMadeBehindTheCache(t *testing.T) {
+	for _, set := range []struct {
+		name  string
+		opts  Options
+		lower bool
+	}{
+		{"reval", Options{}, true},
+		{"long-timeouts", Options{EntryTimeout: time.Hour, AttrTimeout: time.Hour, NegativeTimeout: time.Hour}, false},
+	} {
+		t.Run(set.name, func(t *testing.T) {
+			tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/old": "", "0:e/": "", "0:w/": ""}, set.opts)
+			if err := os.Chmod(tu.b(0, "w"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"d/lower", "e/upper", "w/root-only"} {
+				if _, err := os.Lstat(tu.m(name)); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("lstat %s before: %v, want ENOENT", name, err)
+				}
+			}
+			writeFile(t, tu.b(1, "d/lower"), "outside lower")
+			writeFile(t, tu.b(0, "e/upper"), "outside upper")
+			if err := os.WriteFile(tu.b(0, "w/root-only"), []byte("root's"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range map[string]string{"d/lower": "outside lower", "e/upper": "outside upper"} {
+				if name == "d/lower" && !set.lower {
+					continue
+				}
+				f, err := os.OpenFile(tu.m(name), os.O_RDWR|os.O_CREATE, 0o644)
+				if err != nil {
+					t.Errorf("open O_CREAT %s made behind the cache: %v", name, err)
+					continue
+				}
+				got, err := io.ReadAll(f)
+				f.Close()
+				if err != nil || string(got) != want {
+					t.Errorf("%s opened with O_CREAT reads %q, %v; want %q", name, got, err, want)
+				}
+			}
+			if got := readFile(t, tu.b(1, "d/lower")); got != "outside lower" {
+				t.Errorf("the lower file changed: %q", got)
+			}
+			if _, err := asNobody("sh", "-c", "echo x >> "+tu.m("w/root-only")); !errors.Is(err, syscall.EACCES) {
+				t.Errorf("nobody appending with O_CREAT to a 0600 root file made behind the cache: %v, want EACCES", err)
+			}
+			if got := readFile(t, tu.b(0, "w/root-only")); got != "root's" {
+				t.Errorf("w/root-only = %q after nobody's attempt", got)
+			}
+		})
+	}
+}
+
+// TestCopyUpOntoDirMadeBehindTheCache: a directory the rw branch got
+// from outside after the union looked up its lower one is taken as its
+// copy when something is made in it (the copy-up's rename onto it failed
+// with ENOTEMPTY).
+func TestCopyUpOntoDirMadeBehindTheCache(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/old": "old"}, Options{EntryTimeout: time.Hour, AttrTimeout: time.Hour, NegativeTimeout: time.Hour})
+	mustExist(t, tu.m("d/old"))
+	if err := os.Mkdir(tu.b(0, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, tu.b(0, "d/outside"), "outside")
+	writeFile(t, tu.m("d/new"), "new")
+	for name, want := range map[string]string{"d/new": "new", "d/outside": "outside"} {
+		if got := readFile(t, tu.b(0, name)); got != want {
+			t.Errorf("rw branch %s = %q, want %q", name, got, want)
+		}
+	}
+	if got := readFile(t, tu.m("d/old")); got != "old" {
+		t.Errorf("d/old = %q", got)
 	}
 }
 
