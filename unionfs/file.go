@@ -129,8 +129,9 @@ func (b bufferResult) Bytes([]byte) ([]byte, fuse.Status) { return b, fuse.OK }
 // Size is the data's length.
 func (b bufferResult) Size() int { return len(b) }
 
-// Done has nothing to release.
-func (b bufferResult) Done() {}
+// Done runs once the reply is written: it has nothing to release, and
+// lets the scheduler have a turn (see schedYield).
+func (b bufferResult) Done() { schedYield() }
 
 // Slices returns the data as the one slice go-fuse writes after the
 // reply header.

@@ -174,6 +174,7 @@ func (r *rawUnion) evictLocked() {
 func (r *rawUnion) Forget(nodeid, nlookup uint64) {
 	r.dropNodeListing(nodeid)
 	r.RawFileSystem.Forget(nodeid, nlookup)
+	schedYield() // a forget has no reply
 }
 
 // dropNodeListing releases and forgets the listing of node id, if any.

@@ -42,8 +42,16 @@ func newRawUnion(u *ufs, root fs.InodeEmbedder, opts *fs.Options) *rawUnion {
 // gives no passthrough while a release is in flight.
 func (r *rawUnion) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	r.releasing.Add(1)
-	defer r.releasing.Add(-1)
 	r.RawFileSystem.Release(cancel, in)
+	r.releasing.Add(-1)
+	schedYield() // nothing waits for a release's reply
+}
+
+// ReleaseDir releases a directory handle, and lets the scheduler have a
+// turn (see schedYield): nothing waits for its reply.
+func (r *rawUnion) ReleaseDir(in *fuse.ReleaseIn) {
+	r.RawFileSystem.ReleaseDir(in)
+	schedYield()
 }
 
 // serveUnion serves the union rooted at root on the FUSE mount
