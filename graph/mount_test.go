@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -234,19 +233,8 @@ func TestMountBlockImage(t *testing.T) {
 		{"xfs", "mkfs.xfs", 300 << 20, []string{"-q", "-f"}},
 	} {
 		t.Run(c.fstype, func(t *testing.T) {
-			mkfs := testenv.NeedCommand(t, c.mkfs)
-			dir := t.TempDir()
-			img := filepath.Join(dir, "fs.img")
-			if err := os.WriteFile(img, nil, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Truncate(img, c.size); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := execOutput(mkfs, append(c.args, img)...); err != nil {
-				t.Fatalf("%s: %v\n%s", c.mkfs, err, out)
-			}
-			tgt := filepath.Join(dir, "mnt")
+			img := testenv.MakeImage(t, c.mkfs, c.size, c.args...)
+			tgt := filepath.Join(t.TempDir(), "mnt")
 			if err := os.Mkdir(tgt, 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -284,20 +272,10 @@ func TestMountBlockDevice(t *testing.T) {
 	testenv.NeedRoot(t)
 	_, err := os.Stat("/dev/loop-control")
 	testenv.Need(t, err == nil, "loop devices (/dev/loop-control)")
-	mkfs := testenv.NeedCommand(t, "mkfs.ext4")
-	dir := t.TempDir()
-	img, tgt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	img := testenv.MakeImage(t, "mkfs.ext4", 32<<20, "-q", "-F")
+	tgt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(tgt, 0o755); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 32<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := execOutput(mkfs, "-q", "-F", img); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
 	dev, err := attachLoop(img, false)
 	if err != nil {
@@ -495,8 +473,4 @@ func mountinfoForTest(t *testing.T, path string) mountInfo {
 	}
 	t.Fatalf("nothing mounted at %s", path)
 	return mountInfo{}
-}
-
-func execOutput(name string, args ...string) ([]byte, error) {
-	return exec.Command(name, args...).CombinedOutput()
 }

@@ -3,12 +3,9 @@ package overlay
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/unionstack/unionstack/graph"
 	"github.com/unionstack/unionstack/internal/testenv"
@@ -98,28 +95,12 @@ func TestProbeRefusesOverlayBackingFS(t *testing.T) {
 // d_type is tested through its verdict below).
 func TestProbeXFS(t *testing.T) {
 	testenv.NeedRoot(t)
-	mkfs := testenv.NeedCommand(t, "mkfs.xfs")
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
+	img := testenv.MakeImage(t, "mkfs.xfs", 320<<20, "-q", "-f")
+	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 320<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-f", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.xfs: %v\n%s", err, out)
-	}
-	out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput()
-	testenv.Need(t, err == nil, "loop-mount an xfs image: "+strings.TrimSpace(string(out)))
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount xfs: %v", err)
-		}
-	})
+	testenv.LoopMount(t, img, mnt)
 	f, err := Probe(filepath.Join(mnt, "root"))
 	if err != nil {
 		t.Fatalf("Probe on xfs: %v", err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"unsafe"
 
@@ -22,24 +21,13 @@ import (
 // lower file as it was.
 func TestCopyUpReflinks(t *testing.T) {
 	needFUSE(t)
-	mkfs := testenv.NeedCommand(t, "mkfs.xfs")
+	img := testenv.MakeImage(t, "mkfs.xfs", 400<<20, "-q", "-f", "-m", "reflink=1")
 	dir := t.TempDir()
-	img, fsdir := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "xfs")
+	fsdir := filepath.Join(dir, "xfs")
 	if err := os.Mkdir(fsdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 400<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-f", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.xfs: %v\n%s", err, out)
-	}
-	out, err := exec.Command("mount", "-o", "loop", img, fsdir).CombinedOutput()
-	testenv.Need(t, err == nil, "loop-mount an xfs image: "+strings.TrimSpace(string(out)))
-	t.Cleanup(func() { _ = unix.Unmount(fsdir, unix.MNT_DETACH) }) // after the union's unmount below
+	testenv.LoopMount(t, img, fsdir) // unmounted after the union below
 
 	const size = 64 << 20
 	data := make([]byte, size)

@@ -53,3 +53,38 @@ func OpenTempDirs(t testing.TB, dir string) {
 		}
 	}
 }
+
+// MakeImage makes a file system image of size bytes in a new temporary
+// directory with the mkfs command named (skipping, or failing under
+// UNIONSTACK_REQUIRE_ALL, where it is missing) given args before the
+// image's path, and returns that path.
+func MakeImage(t testing.TB, mkfs string, size int64, args ...string) string {
+	t.Helper()
+	cmd := NeedCommand(t, mkfs)
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(cmd, append(args, img)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", mkfs, img, err, out)
+	}
+	return img
+}
+
+// LoopMount mounts image img at dir through a loop device (mount -o
+// loop), skipping (or failing under UNIONSTACK_REQUIRE_ALL) where the
+// host cannot, and unmounts it (lazily) at cleanup: after the cleanups
+// the test registers later, such as a union's unmount on top of it.
+func LoopMount(t testing.TB, img, dir string) {
+	t.Helper()
+	out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput()
+	Need(t, err == nil, "loop-mount "+img+": "+strings.TrimSpace(string(out)))
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmount %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+		}
+	})
+}
