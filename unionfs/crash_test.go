@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -44,13 +43,7 @@ func TestCrashDuringCopyUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := startDaemon(t, rw, ro, mnt)
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		lazyUnmount(mnt)
-	})
-	caught := killWhenNotEmpty(t, cmd, mnt, filepath.Join(rw, workName), "open", func() error {
+	caught := crashWhenNotEmpty(t, rw, ro, mnt, filepath.Join(rw, workName), "open", func() error {
 		f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY, 0)
 		if err == nil {
 			f.Close()
@@ -126,13 +119,7 @@ func TestCrashDuringDirectoryRename(t *testing.T) {
 		}
 	}
 
-	cmd := startDaemon(t, rw, ro, mnt)
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		lazyUnmount(mnt)
-	})
-	caught := killWhenNotEmpty(t, cmd, mnt, filepath.Join(rw, linkIndexName), "rename", func() error {
+	caught := crashWhenNotEmpty(t, rw, ro, mnt, filepath.Join(rw, linkIndexName), "rename", func() error {
 		return os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "d2"))
 	})
 	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: ro, Mode: RO}}, mnt, Options{})
@@ -170,12 +157,19 @@ func TestCrashDuringDirectoryRename(t *testing.T) {
 	}
 }
 
-// killWhenNotEmpty runs op (what: its name) on the union the daemon cmd
-// serves at mnt, kills the daemon with SIGKILL once directory dir of a
-// branch holds an entry (or op returned, or 20 s passed), and cleans up
-// the dead mount. It reports whether dir was seen holding an entry.
-func killWhenNotEmpty(t *testing.T, cmd *exec.Cmd, mnt, dir, what string, op func() error) bool {
+// crashWhenNotEmpty mounts rw over ro at mnt by a daemon of its own,
+// runs op (what: its name) on the union, kills the daemon with SIGKILL
+// once directory dir of a branch holds an entry (or op returned, or 20 s
+// passed), and cleans up the dead mount. It reports whether dir was seen
+// holding an entry.
+func crashWhenNotEmpty(t *testing.T, rw, ro, mnt, dir, what string, op func() error) bool {
 	t.Helper()
+	cmd := startDaemon(t, rw, ro, mnt)
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		lazyUnmount(mnt)
+	})
 	done := make(chan error, 1)
 	go func() { done <- op() }()
 	caught := false
