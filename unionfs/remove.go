@@ -81,9 +81,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 		// does not hide), and removing the entry uncovers it: a full
 		// branch fails the removal before anything changed, and a crash
 		// leaves the entry or its whiteout, never the lower name showing
-		// again. A directory is moved into the work directory whole
-		// first, so a crash never leaves it with some of the whiteouts
-		// it held removed (and what they hid showing).
+		// again. A directory is then moved into the work directory whole
+		// and removed there, so a crash never leaves it in place with
+		// some of the whiteouts it held gone (and what they hid showing).
 		if dir {
 			if errno := u.rw.onlyWhiteouts(joinRel(prel, name)); errno != 0 {
 				return errno

@@ -154,6 +154,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		if err := unix.Renameat2(unix.AT_FDCWD, srcPath, unix.AT_FDCWD, dstPath, unix.RENAME_EXCHANGE); err != nil {
 			return errnoOf(err)
 		}
+		if wh != nil { // before the old name is empty in the rw branch
+			if errno := wh.place(prel, name); errno != 0 {
+				return errno
+			}
+		}
 		if u.removeAside(srcPath) != 0 { // the old destination
 			_ = removeTree(srcPath)
 		}

@@ -47,11 +47,12 @@ func (u *ufs) whiteoutAt(p string) syscall.Errno {
 }
 
 // pendingWhiteout is a whiteout made in the work directory before a
-// change that must end with one: an rw name a lower branch also shows,
-// removed or moved away. A whiteout takes an inode (or a link, which
-// some file systems count as one); moving it into place takes neither.
-// So a full rw branch fails the change before it starts, rather than
-// after the rw name is gone, when the lower one would show again.
+// rename that must end with one (its source is a name a lower branch
+// shows), to be moved into place once the source is at its new name. A
+// whiteout takes an inode (or a link, which some file systems count as
+// one); moving it into place takes neither. So a full rw branch fails
+// the rename before it starts, rather than after the source moved,
+// when the old name would still show the lower file.
 type pendingWhiteout struct {
 	u   *ufs
 	tmp string // "" once placed or discarded
