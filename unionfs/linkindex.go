@@ -97,8 +97,13 @@ func openLinkIndex(rw *branch, keep func(fd int)) (*linkIndex, error) {
 			if isCount {
 				g := x.readCount(name, origin, 0, 0)
 				if g.pending {
-					// A crash before the copy reached the index.
+					// A crash before the copy reached the index: the
+					// count goes back to the names whited out, if any.
 					g.pending = false
+					if g.consumed == 0 {
+						_ = os.Remove(x.path(name + ".n"))
+						continue
+					}
 					_ = x.writeCount(g)
 				}
 				if g.lower > 0 {
