@@ -117,6 +117,9 @@ func TestFullRWBranch(t *testing.T) {
 	mustFailClean("rename of a 1.2 MiB lower directory", func() error {
 		return os.Rename(tu.m("tree"), tu.m("tree2"))
 	})
+	mustFailClean("exchange of a 1.2 MiB lower directory with another", func() error {
+		return unix.Renameat2(unix.AT_FDCWD, tu.m("tree"), unix.AT_FDCWD, tu.m("emptydir"), unix.RENAME_EXCHANGE)
+	})
 	mustFailClean("rename of a 1.2 MiB lower directory over an emptied one", func() error {
 		return unix.Rename(tu.m("tree"), tu.m("d2")) // os.Rename refuses an existing directory
 	})
