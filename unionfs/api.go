@@ -3,6 +3,18 @@
 // with copy-up to the writable branch, aufs whiteouts (.wh.NAME), opaque
 // directories (.wh..wh..opq) and merged directory listings. It knows
 // nothing of layers or Docker.
+//
+// The rw branch also holds the union's own entries, named .wh..wh.* and
+// never listed: the work directory .wh..wh.orph (temporary copies and the
+// file whiteouts are links of; emptied at mount) and the link index
+// .wh..wh.plnk (the copies of lower hard-link groups, with their counts).
+// Every change reaches the branch so that a failure (a full branch) or a
+// crash leaves each name as it was or as it was meant to be: copies, and
+// directories moved or removed, go through the work directory and reach
+// or leave their names in one rename (treeCopy, removeAside); a whiteout
+// goes in before the rw entry it uncovers goes, or for a rename is made
+// aside first (pendingWhiteout); a link-index entry counts for its group
+// only once its copy is in place (linkIndex.settle).
 package unionfs
 
 import "time"
