@@ -69,6 +69,11 @@ func (u *ufs) copyUp(ctx context.Context, n *node, withData bool) syscall.Errno 
 		return errno
 	}
 	defer release()
+	if tmp != "" && u.inos.real {
+		// The number goes with the copy into place, so a crash leaves
+		// no copy numbered as itself (numberCopy then finds it there).
+		setOrigin(tmp, n.ino, rel2)
+	}
 	if errno := u.placeLowerNow(e2, rel2, dst, tmp, withData); errno != 0 {
 		return errno
 	}

@@ -79,6 +79,9 @@ func TestCrashDuringCopyUp(t *testing.T) {
 	if a.Ino != b.Ino || a.Nlink != 2 || b.Nlink != 2 {
 		t.Errorf("the two names after the crash: inode numbers %d, %d, nlink %d, %d; want one file, nlink 2", a.Ino, b.Ino, a.Nlink, b.Nlink)
 	}
+	if lower := statT(t, filepath.Join(ro, "big")); a.Ino != lower.Ino {
+		t.Errorf("big after the crash: inode number %d, want its origin's %d (copied up or not)", a.Ino, lower.Ino)
+	}
 	if got, err := os.ReadFile(filepath.Join(mnt, "sub/big")); err != nil || sha256.Sum256(got) != want {
 		t.Errorf("sub/big after the crash: %d bytes, %v; want the file", len(got), err)
 	}
