@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unionstack/unionstack/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -874,7 +875,8 @@ func TestOpenCreateOfNameMadeBehindTheCache(t *testing.T) {
 			if err := os.Chmod(tu.b(0, "w"), 0o777); err != nil {
 				t.Fatal(err)
 			}
-			for _, name := range []string{"d/lower", "e/upper", "w/root-only"} {
+			testenv.OpenTempDirs(t, tu.mnt)
+			for _, name := range []string{"d/lower", "e/upper", "w/root-only", "w/for-all"} {
 				if _, err := os.Lstat(tu.m(name)); !errors.Is(err, os.ErrNotExist) {
 					t.Fatalf("lstat %s before: %v, want ENOENT", name, err)
 				}
@@ -882,6 +884,12 @@ func TestOpenCreateOfNameMadeBehindTheCache(t *testing.T) {
 			writeFile(t, tu.b(1, "d/lower"), "outside lower")
 			writeFile(t, tu.b(0, "e/upper"), "outside upper")
 			if err := os.WriteFile(tu.b(0, "w/root-only"), []byte("root's"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(tu.b(0, "w/for-all"), []byte("all's\n"), 0o666); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(tu.b(0, "w/for-all"), 0o666); err != nil { // past the umask
 				t.Fatal(err)
 			}
 			for name, want := range map[string]string{"d/lower": "outside lower", "e/upper": "outside upper"} {
@@ -901,6 +909,12 @@ func TestOpenCreateOfNameMadeBehindTheCache(t *testing.T) {
 			}
 			if got := readFile(t, tu.b(1, "d/lower")); got != "outside lower" {
 				t.Errorf("the lower file changed: %q", got)
+			}
+			// nobody reaches the directory: a file open to all it may
+			// so open; one only root may write it may not.
+			runAsNobody(t, "sh", "-c", "echo x >> "+tu.m("w/for-all"))
+			if got := readFile(t, tu.b(0, "w/for-all")); got != "all's\nx\n" {
+				t.Errorf("w/for-all = %q after nobody's append", got)
 			}
 			if _, err := asNobody("sh", "-c", "echo x >> "+tu.m("w/root-only")); !errors.Is(err, syscall.EACCES) {
 				t.Errorf("nobody appending with O_CREAT to a 0600 root file made behind the cache: %v, want EACCES", err)

@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"os"
 	"syscall"
 )
 
@@ -123,7 +122,7 @@ func (c *treeCopy) commit() {
 // abandon removes the copy and takes back what making it changed.
 func (c *treeCopy) abandon() {
 	u := c.u
-	_ = os.RemoveAll(c.tmp)
+	_ = removeTree(c.tmp)
 	for _, k := range c.numbered {
 		u.inos.unalias(k)
 	}
