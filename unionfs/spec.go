@@ -159,7 +159,8 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	dirs=BR[=MODE]:...  (also br=, br:)  the branch stack, leftmost on top
 //	udba=none|reval|notify  how soon outside changes to branches show:
 //	                    never (cache 24h), after 1s (default), at once
-//	                    (cache 24h, branches watched: Options.Notify)
+//	                    (cache 24h, branches watched: Options.Notify;
+//	                    also aufs's udba=fsnotify)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw
@@ -174,7 +175,9 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //
 // The generic options mount(8) passes (rw, defaults, dev, suid, exec,
 // auto, noauto, user, _netdev, nofail, ...) and fstab's x-* and comment=
-// are accepted and ignored. Any other option is an error naming it.
+// are accepted and ignored, and so are aufs's options this union meets
+// as it is (see aufsOption); aufs options it cannot honour are refused
+// saying why. Any other option is an error naming it.
 // Options given later override earlier ones, except that explicit
 // timeouts always win over udba.
 func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
@@ -206,9 +209,9 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 			}
 		case key == "udba":
 			var d time.Duration
-			spec.Options.Notify = val == "notify"
+			spec.Options.Notify = val == "notify" || val == "fsnotify"
 			switch val {
-			case "none", "notify":
+			case "none", "notify", "fsnotify":
 				d = udbaNoneTimeout
 			case "reval":
 				d = udbaRevalTimeout
@@ -266,7 +269,13 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 		case strings.HasPrefix(key, "x-") || key == "comment":
 			continue
 		default:
-			return MountSpec{}, specBadf("unknown mount option %q", opt)
+			known, err := aufsOption(opt, key, val, hasVal)
+			if err != nil {
+				return MountSpec{}, err
+			}
+			if !known {
+				return MountSpec{}, specBadf("unknown mount option %q", opt)
+			}
 		}
 	}
 	if entry != nil {

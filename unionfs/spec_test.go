@@ -135,6 +135,63 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
+// TestParseAufsOptions: aufs's options are met (accepted, no change to
+// the spec), refused saying why, or rejected for a malformed value.
+func TestParseAufsOptions(t *testing.T) {
+	plain, err := ParseOptionsAt("dirs=/a:/b", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []string{
+		"xino=/dev/shm/aufs.xino", "noxino", "trunc_xino", "notrunc_xino", "trunc_xino_path=/x", "itrunc_xino=0",
+		"trunc_xib", "notrunc_xib", "plink", "noplink", "clean_plink", "dio", "nodio", "dirren", "nodirren",
+		"dirperm1", "diropq=w", "diropq=whiteouted", "nosum", "wsum", "acl", "noshwh", "warn_perm", "nowarn_perm",
+		"verbose", "v", "noverbose", "quiet", "q", "silent", "dirwh=3", "rdcache=10", "rdblk=def", "rdblk=512",
+		"rdhash=def", "rdhash=32", "create=tdp", "create=top-down-parent", "create=rr", "create=mfs", "create=mfs:60",
+		"create_policy=most-free-space:5", "create=tdmfs:1000", "create=tdmfs:1000:30", "create=mfsrr:1000",
+		"create=pmfs", "create=pmfs:30", "create=pmfsrr:1000:30", "cpup=tdp", "copyup=bup", "copyup_policy=bottom-up",
+	} {
+		spec, err := ParseOptionsAt("dirs=/a:/b,"+opt, "/")
+		if err != nil || !reflect.DeepEqual(spec, plain) {
+			t.Errorf("%s: %+v, %v; want the spec without it", opt, spec, err)
+		}
+	}
+	spec, err := ParseOptionsAt("dirs=/a:/b,udba=fsnotify", "/")
+	if err != nil || !spec.Options.Notify || spec.Options.EntryTimeout != udbaNoneTimeout {
+		t.Errorf("udba=fsnotify: %+v, %v; want udba=notify", spec.Options, err)
+	}
+	for opt, msg := range map[string]string{
+		"shwh":              "aufs option shwh is not supported: whiteouts are never shown",
+		"sum":               "aufs option sum is not supported",
+		"diropq=a":          "aufs option diropq=a is not supported",
+		"diropq=always":     "only where a whiteout needs it",
+		"nodirperm1":        "top-most copy only",
+		"noacl":             "POSIX ACLs are always checked",
+		"add:1:/c":          "use unionctl branch add|del",
+		"ins=1:/c":          "use unionctl branch add|del",
+		"append:/c=ro":      "use unionctl branch add|del",
+		"prepend=/c":        "use unionctl branch add|del",
+		"del:/b":            "use unionctl branch add|del",
+		"mod:/b=rr":         "use unionctl branch add|del",
+		"xino=":             "option xino: empty path",
+		"rdcache=-1":        "rdcache=-1: want a non-negative integer",
+		"dirwh=many":        "dirwh=many: want a non-negative integer",
+		"rdblk=huge":        "rdblk=huge",
+		"create=best":       `create=best: unknown policy "best"`,
+		"create=tdp:1":      "policy tdp takes [0] numbers",
+		"create=mfs:x":      `create=mfs:x: "x" is not a non-negative integer`,
+		"rdhash=4294967296": "want a non-negative integer below 2^31",
+		"cpup=rr":           `cpup=rr: unknown policy "rr"`,
+		"create=":           `unknown policy ""`,
+		"udba=inotify":      "udba=inotify",
+	} {
+		_, err := ParseOptionsAt("dirs=/a:/b,"+opt, "/")
+		if err == nil || !errors.Is(err, ErrBadSpec) || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%s: %v; want ErrBadSpec containing %q", opt, err, msg)
+		}
+	}
+}
+
 func TestSpecFromArgs(t *testing.T) {
 	spec, err := SpecFromArgs("dirs=a:b", []string{"udba=none"}, "/w")
 	if err != nil || len(spec.Branches) != 2 || spec.Branches[0].Path != "/w/a" || spec.Options.EntryTimeout != udbaNoneTimeout {

@@ -308,6 +308,36 @@ func TestMountOptionsForm(t *testing.T) {
 	e.assertUnmounted()
 }
 
+// TestMountAufsLine: the options aufs was mounted with carry over with
+// the type changed: the data Docker's aufs driver passed (br:, ro+wh,
+// dio, xino=, dirperm1) and the other aufs options this union meets as
+// it is mount the classic example, whose write lands in the rw branch.
+func TestMountAufsLine(t *testing.T) {
+	e := newMountEnv(t)
+	docker := "br:" + filepath.Join(e.dir, "home") + "=rw:" + filepath.Join(e.dir, "company") + "=ro+wh,dio,xino=/dev/shm/aufs.xino,dirperm1"
+	more := "udba=reval,create=tdp,cpup=tdp,plink,noxino,trunc_xino,rdcache=10,rdblk=def,rdhash=def,dirwh=3,diropq=w,warn_perm,nosum,noshwh,acl"
+	for _, opts := range []string{docker, "dirs=./home:./company," + more} {
+		_, errs, code := e.unionctl("none", "./mnt", "-o", opts)
+		if code != 0 {
+			t.Fatalf("mount -o %s: exit %d: %s", opts, code, errs)
+		}
+		if got := e.ls(e.mnt); got != "code eat meeting sleep" {
+			t.Errorf("-o %s: ls mnt = %q", opts, got)
+		}
+		if err := os.WriteFile(filepath.Join(e.mnt, "code"), []byte("apple\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, lower := e.read("home/code"), e.read("company/code"); got != "apple\n" || lower != "" {
+			t.Errorf("-o %s: home/code = %q, company/code = %q; want apple and empty", opts, got, lower)
+		}
+		if err := os.Remove(filepath.Join(e.dir, "home", "code")); err != nil {
+			t.Fatal(err)
+		}
+		e.mustUnionctl("umount", e.mnt)
+		e.assertUnmounted()
+	}
+}
+
 // TestMountSuidAndDev: a union mounted by root runs a set-user-ID
 // program with its owner's rights and opens device nodes, as any root
 // mount does; nosuid and nodev take both away.
@@ -460,6 +490,9 @@ func TestMountBadSpecs(t *testing.T) {
 		{[]string{"mount", "dirs=./home", "./file"}, "mountpoint ./file: not a directory"},
 		{[]string{"mount", "bogus", "./mnt"}, "unexpected argument"},
 		{[]string{"none", "./mnt", "-o", "dirs=./home:./company,rw,colour=blue"}, `unknown mount option "colour=blue"`},
+		{[]string{"mount", "-o", "dirs=./home:./company,sum", "./mnt"}, "aufs option sum is not supported: statfs reports the rw branch"},
+		{[]string{"mount", "-o", "dirs=./home:./company,add:1:./extra", "./mnt"}, "use unionctl branch add|del"},
+		{[]string{"mount", "-o", "dirs=./home:./company,create=pmfsrr", "./mnt"}, "create=pmfsrr: policy pmfsrr takes"},
 	} {
 		out, errs, code := e.unionctl(tc.args...)
 		if code != 2 || !strings.Contains(errs, tc.msg) {
