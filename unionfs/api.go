@@ -67,6 +67,11 @@ type Options struct {
 	// rw branch, which never copies up, passes lower files through
 	// whenever Passthrough is set.
 	PassthroughLower bool
+	// StatfsSum makes statfs report the space and inodes of every
+	// branch's file system added up, each file system once (aufs's sum);
+	// without it statfs reports the rw branch's (the top branch's in a
+	// union without one).
+	StatfsSum bool
 	// FSName is the source shown in /proc/mounts ("unionctl" by default).
 	FSName string
 	// AllowOther lets users other than the mounter in (default on as root).

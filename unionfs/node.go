@@ -3,6 +3,8 @@ package unionfs
 import (
 	"bytes"
 	"context"
+	"math"
+	"math/bits"
 	"sync"
 	"syscall"
 	"time"
@@ -394,17 +396,75 @@ func timespec(t time.Time, now bool) unix.Timespec {
 // Statfs reports the rw branch (the top branch of a read-only union),
 // with room left in the name limit for ".wh.".
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	b := n.u.rw
-	if b == nil {
-		b = n.u.branches[0]
+	n.u.ns.RLock()
+	brs, top := n.u.branches, n.u.rw
+	n.u.ns.RUnlock()
+	if top == nil {
+		top = brs[0]
 	}
-	var s syscall.Statfs_t
-	if err := syscall.Statfs(b.path, &s); err != nil {
+	if !n.u.opts.StatfsSum {
+		brs = []*branch{top}
+	}
+	s, err := statfsSum(brs)
+	if err != nil {
 		return errnoOf(err)
 	}
 	out.FromStatfsT(&s)
 	out.NameLen = uint32(n.u.nameMax)
 	return 0
+}
+
+// statfsSum is the statfs of the file systems of brs added up, each
+// counted once however many branches it holds (by device), in blocks of
+// the smallest fragment size among them; the rest (name length, flags,
+// fsid) is the first branch's.
+func statfsSum(brs []*branch) (syscall.Statfs_t, error) {
+	var sum syscall.Statfs_t
+	seen := map[uint64]bool{}
+	for i, b := range brs {
+		if seen[b.dev] {
+			continue
+		}
+		seen[b.dev] = true
+		var s syscall.Statfs_t
+		if err := syscall.Statfs(b.path, &s); err != nil {
+			return sum, err
+		}
+		if s.Frsize <= 0 {
+			s.Frsize = s.Bsize
+		}
+		if i == 0 {
+			sum = s
+			continue
+		}
+		if s.Frsize < sum.Frsize {
+			scale := uint64(sum.Frsize / s.Frsize)
+			sum.Blocks, sum.Bfree, sum.Bavail = satMul(sum.Blocks, scale), satMul(sum.Bfree, scale), satMul(sum.Bavail, scale)
+			sum.Frsize = s.Frsize
+		}
+		scale := uint64(s.Frsize / sum.Frsize)
+		sum.Blocks = satAdd(sum.Blocks, satMul(s.Blocks, scale))
+		sum.Bfree = satAdd(sum.Bfree, satMul(s.Bfree, scale))
+		sum.Bavail = satAdd(sum.Bavail, satMul(s.Bavail, scale))
+		sum.Files = satAdd(sum.Files, s.Files)
+		sum.Ffree = satAdd(sum.Ffree, s.Ffree)
+	}
+	return sum, nil
+}
+
+// satAdd and satMul add and multiply, stopping at the largest uint64.
+func satAdd(a, b uint64) uint64 {
+	if s, carry := bits.Add64(a, b, 0); carry == 0 {
+		return s
+	}
+	return math.MaxUint64
+}
+
+func satMul(a, b uint64) uint64 {
+	if hi, lo := bits.Mul64(a, b); hi == 0 {
+		return lo
+	}
+	return math.MaxUint64
 }
 
 // Readlink reads the top-most symlink.

@@ -530,6 +530,65 @@ func TestXattrs(t *testing.T) {
 	}
 }
 
+// TestStatfsSum: with sum (aufs's option) statfs adds up the branches'
+// file systems, each once however many branches it holds, and follows a
+// branch added to the live stack; without it statfs is the rw branch's.
+func TestStatfsSum(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	sizes := map[string]uint64{"a": 64 << 20, "b": 32 << 20, "c": 16 << 20}
+	for name, size := range sizes {
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", d, "tmpfs", 0, fmt.Sprintf("size=%d,nr_inodes=%d", size, size>>12)); err != nil {
+			t.Fatalf("tmpfs for branch %s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(d, unix.MNT_DETACH) })
+	}
+	bx, by, mnt := filepath.Join(dir, "b", "x"), filepath.Join(dir, "b", "y"), filepath.Join(dir, "mnt")
+	for _, d := range []string{bx, by, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// bytes and inodes statfs reports for p
+	space := func(p string) (uint64, uint64) {
+		var s unix.Statfs_t
+		if err := unix.Statfs(p, &s); err != nil {
+			t.Fatalf("statfs %s: %v", p, err)
+		}
+		return s.Blocks * uint64(s.Frsize), s.Files
+	}
+	for _, sum := range []bool{false, true} {
+		srv, err := Mount([]Branch{{filepath.Join(dir, "a"), RW}, {bx, RO}, {by, RR}}, mnt, Options{StatfsSum: sum})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes, files := space(mnt)
+		wantBytes, wantFiles := sizes["a"], sizes["a"]>>12
+		if sum {
+			wantBytes, wantFiles = sizes["a"]+sizes["b"], (sizes["a"]+sizes["b"])>>12
+		}
+		if bytes != wantBytes || files != wantFiles {
+			t.Errorf("sum=%v: statfs %d bytes, %d inodes; want %d, %d", sum, bytes, files, wantBytes, wantFiles)
+		}
+		if err := srv.AddBranch(Branch{Path: filepath.Join(dir, "c"), Mode: RO}, 3); err != nil {
+			t.Fatal(err)
+		}
+		if sum {
+			wantBytes, wantFiles = wantBytes+sizes["c"], wantFiles+sizes["c"]>>12
+		}
+		if bytes, files := space(mnt); bytes != wantBytes || files != wantFiles {
+			t.Errorf("sum=%v, branch c added: statfs %d bytes, %d inodes; want %d, %d", sum, bytes, files, wantBytes, wantFiles)
+		}
+		if err := srv.Unmount(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestStatfsAndNames(t *testing.T) {
 	tu := mountUnion(t, []Mode{RW, RO}, nil, Options{})
 	var s, rw unix.Statfs_t

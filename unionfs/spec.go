@@ -167,6 +167,8 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	                    branch (default on); all: also for lower files opened
 //	                    read-only; a descriptor opened before a copy-up
 //	                    then keeps reading the lower file
+//	sum, nosum, wsum    statfs adds up every branch's file system (sum),
+//	                    or reports the rw branch (default), as in aufs
 //	fsname=NAME         the source shown in /proc/mounts
 //	allow_other         let other users in (default on as root)
 //	debug               log every FUSE request
@@ -248,6 +250,9 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 				return MountSpec{}, specBadf("option fsname: empty name")
 			}
 			spec.Options.FSName = val
+		case opt == "sum" || opt == "nosum" || opt == "wsum":
+			// wsum (the writable branches' sum) is the rw branch's.
+			spec.Options.StatfsSum = opt == "sum"
 		case opt == "allow_other":
 			spec.Options.AllowOther = true
 		case opt == "debug":

@@ -7,16 +7,15 @@ import (
 
 // aufs's own mount options, so that an aufs line (an /etc/fstab entry,
 // the data Docker's aufs driver passed) mounts as a union with its type
-// changed. Each is one of three kinds:
+// changed (sum, nosum and wsum are ParseOptionsAt's own). Each of the
+// others is one of three kinds:
 //
 //   - what this union does anyway, accepted and ignored: inode numbers
 //     kept without an external table (xino and its truncation options),
 //     hard links kept across copy-up (plink), O_DIRECT (dio), directories
 //     renamed across branches (dirren), permission checks of a
 //     directory's top-most copy only (dirperm1), opaque directories made
-//     only where a whiteout needs them (diropq=w), statfs of the rw
-//     branch (nosum, wsum: with the one rw branch the sum of the writable
-//     ones), POSIX ACLs (acl), whiteouts hidden (noshwh), the create and
+//     only where a whiteout needs them (diropq=w), POSIX ACLs (acl), whiteouts hidden (noshwh), the create and
 //     copy-up policies (with one rw branch every policy picks it), the
 //     readdir tuning numbers, and log verbosity;
 //   - a weaker guarantee aufs can be asked for, met by the stronger one
@@ -34,7 +33,6 @@ var aufsIgnored = map[string]bool{
 	"dirren": true, "nodirren": true,
 	"dirperm1": true,
 	"diropq=w": true, "diropq=whiteouted": true,
-	"nosum": true, "wsum": true,
 	"acl":       true,
 	"noshwh":    true,
 	"warn_perm": true, "nowarn_perm": true,
@@ -44,7 +42,6 @@ var aufsIgnored = map[string]bool{
 // aufsRefused are aufs options this union cannot honour, with why.
 var aufsRefused = map[string]string{
 	"shwh":          "whiteouts are never shown",
-	"sum":           "statfs reports the rw branch, not the sum of all branches (wsum, nosum)",
 	"diropq=a":      "a new directory is made opaque only where a whiteout needs it (diropq=w)",
 	"diropq=always": "a new directory is made opaque only where a whiteout needs it (diropq=w)",
 	"nodirperm1":    "permissions are checked on a directory's top-most copy only (dirperm1)",

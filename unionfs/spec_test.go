@@ -156,13 +156,18 @@ func TestParseAufsOptions(t *testing.T) {
 			t.Errorf("%s: %+v, %v; want the spec without it", opt, spec, err)
 		}
 	}
+	for in, want := range map[string]bool{"sum": true, "sum,nosum": false, "sum,wsum": false, "nosum,sum": true} {
+		spec, err := ParseOptionsAt("dirs=/a:/b,"+in, "/")
+		if err != nil || spec.Options.StatfsSum != want {
+			t.Errorf("%s: StatfsSum %v, %v; want %v", in, spec.Options.StatfsSum, err, want)
+		}
+	}
 	spec, err := ParseOptionsAt("dirs=/a:/b,udba=fsnotify", "/")
 	if err != nil || !spec.Options.Notify || spec.Options.EntryTimeout != udbaNoneTimeout {
 		t.Errorf("udba=fsnotify: %+v, %v; want udba=notify", spec.Options, err)
 	}
 	for opt, msg := range map[string]string{
 		"shwh":              "aufs option shwh is not supported: whiteouts are never shown",
-		"sum":               "aufs option sum is not supported",
 		"diropq=a":          "aufs option diropq=a is not supported",
 		"diropq=always":     "only where a whiteout needs it",
 		"nodirperm1":        "top-most copy only",

@@ -490,7 +490,7 @@ func TestMountBadSpecs(t *testing.T) {
 		{[]string{"mount", "dirs=./home", "./file"}, "mountpoint ./file: not a directory"},
 		{[]string{"mount", "bogus", "./mnt"}, "unexpected argument"},
 		{[]string{"none", "./mnt", "-o", "dirs=./home:./company,rw,colour=blue"}, `unknown mount option "colour=blue"`},
-		{[]string{"mount", "-o", "dirs=./home:./company,sum", "./mnt"}, "aufs option sum is not supported: statfs reports the rw branch"},
+		{[]string{"mount", "-o", "dirs=./home:./company,shwh", "./mnt"}, "aufs option shwh is not supported: whiteouts are never shown"},
 		{[]string{"mount", "-o", "dirs=./home:./company,add:1:./extra", "./mnt"}, "use unionctl branch add|del"},
 		{[]string{"mount", "-o", "dirs=./home:./company,create=pmfsrr", "./mnt"}, "create=pmfsrr: policy pmfsrr takes"},
 	} {
