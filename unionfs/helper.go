@@ -139,6 +139,14 @@ func helperRun(args []string) error {
 	if err != nil {
 		return fmt.Errorf("mount: %w", err)
 	}
+	if helperIsRemount(h.opts) {
+		mountpoint := specAbs(h.positional[1], wd)
+		if h.foreground && strings.HasPrefix(filepath.Base(args[0]), "mount.") {
+			_, err := parseRemount(h.opts) // mount(8)'s "fake": check only
+			return err
+		}
+		return helperRemount(h.opts, mountpoint)
+	}
 	spec, err := SpecFromArgs(h.positional[0], h.opts, wd)
 	if err != nil {
 		return err

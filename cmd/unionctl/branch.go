@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -67,16 +66,9 @@ func runBranchLs(cmd *cobra.Command, args []string) error {
 
 // runBranchAdd parses DIR[=MODE] and adds the branch.
 func runBranchAdd(cmd *cobra.Command, args []string) error {
-	dir, mode := args[1], unionfs.RO
-	if i := strings.LastIndexByte(dir, '='); i >= 0 {
-		m, err := unionfs.ParseMode(dir[i+1:])
-		if err != nil {
-			return usageError{fmt.Errorf("branch add %s: %w", dir, err)}
-		}
-		dir, mode = dir[:i], m
+	b, err := unionfs.ParseBranchArg(args[1])
+	if err != nil {
+		return usageError{fmt.Errorf("branch add: %w", err)}
 	}
-	if dir == "" {
-		return usagef("branch add: empty branch path")
-	}
-	return mountExitError(unionfs.ControlAddBranch(args[0], unionfs.Branch{Path: dir, Mode: mode}, branchAddIndex))
+	return mountExitError(unionfs.ControlAddBranch(args[0], b, branchAddIndex))
 }

@@ -429,9 +429,7 @@ func TestMountHelperForm(t *testing.T) {
 	if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := `set -e
-mount --bind "$BIN" /usr/local/sbin
-mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
+	script := `mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
 ls mnt
 echo apple > mnt/code
 umount ./mnt
@@ -442,19 +440,63 @@ umount "$MNT"
 echo --
 if mount -t fuse3.unionctl -o dirs=./home:./home none ./mnt; then echo mounted a bad spec; fi
 `
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-	cmd.Dir = e.dir
-	cmd.Env = append(os.Environ(), "BIN="+e.bin, "MNT="+e.mnt)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("mount(8) in a namespace: %v\n%s", err, out)
-	}
+	out := e.mountScript(script)
 	want := "code\neat\nmeeting\nsleep\n--\ncode\neat\nmeeting\nsleep\n--\n"
-	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "given twice") || strings.Contains(string(out), "mounted a bad spec") {
+	if !strings.HasPrefix(out, want) || !strings.Contains(out, "given twice") || strings.Contains(out, "mounted a bad spec") {
 		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and name the duplicate branch", out, want)
 	}
 	if got := e.read("home/code"); got != "apple\n" {
 		t.Errorf("home/code = %q; want apple", got)
+	}
+	e.assertUnmounted()
+}
+
+// mountScript runs script (sh, stopping at the first failing command)
+// in a mount namespace of its own where this unionctl is the mount
+// helper mount(8) finds (on /usr/local/sbin), in e.dir with $MNT the
+// mountpoint, and returns its output.
+func (e *mountEnv) mountScript(script string) string {
+	e.t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		"set -e\nmount --bind \"$BIN\" /usr/local/sbin\n"+script)
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), "BIN="+e.bin, "MNT="+e.mnt)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("mount(8) in a namespace: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// TestMountRemount: mount(8)'s remount of a live union edits its stack
+// as aufs's remount did (add:INDEX:DIR, del:DIR) and sets the mount's
+// flags (ro, rw); a branch's mode cannot change and says so.
+func TestMountRemount(t *testing.T) {
+	e := newMountEnv(t)
+	testenv.NeedCommand(t, "unshare")
+	testenv.NeedCommand(t, "mount.fuse3")
+	script := `trap 'umount "$MNT" 2>/dev/null || true' EXIT
+mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
+mount -o remount,add:1:./extra ./mnt
+ls mnt
+echo --
+mount -o remount,ro ./mnt
+if touch mnt/new 2>/dev/null; then echo wrote to a ro remount; fi
+mount -o remount,rw,del:./extra ./mnt
+ls mnt
+echo --
+touch mnt/new
+if mount -o remount,mod:./company=rr ./mnt 2>&1; then echo changed a mode; fi
+umount "$MNT"
+`
+	out := e.mountScript(script)
+	want := "bonus\ncode\neat\nmeeting\nsleep\n--\ncode\neat\nmeeting\nsleep\n--\n"
+	if !strings.HasPrefix(out, want) || !strings.Contains(out, "cannot change on a live mount") ||
+		strings.Contains(out, "wrote to a ro remount") || strings.Contains(out, "changed a mode") {
+		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and refuse the mode change", out, want)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "home", "new")); err != nil {
+		t.Errorf("write after the rw remount: %v", err)
 	}
 	e.assertUnmounted()
 }
