@@ -84,7 +84,7 @@ func (u *ufs) forgetResolutionsLocked() {
 // branchCache is the name cache for b: none for the rw branch, which
 // the union changes itself.
 func (u *ufs) branchCache(b *branch) *nameCache {
-	if b.mode == RW || u.names == nil {
+	if b.isRW() || u.names == nil {
 		return nil
 	}
 	return u.names
@@ -169,10 +169,14 @@ func (u *ufs) newNode(ctx context.Context, parent *fs.Inode, ino uint64, e *entr
 	n := &node{u: u, ino: ino, kgen: u.kgens[ino]}
 	n.e = e
 	n.gen = u.gen.Load()
+	// go-fuse's part of n is made before n is in u.nodes: a lookup of the
+	// same number racing this one (a hard link in another directory, a
+	// READDIRPLUS beside a LOOKUP) takes n from there and hands it to
+	// go-fuse, which must find it made. (NewInode takes no lock of ours.)
+	in := parent.NewInode(ctx, n, fs.StableAttr{Mode: e.st.Mode & syscall.S_IFMT, Ino: ino, Gen: uint64(n.kgen)})
 	u.nodes[ino] = n
 	u.nodesMu.Unlock()
-	mode := e.st.Mode & syscall.S_IFMT
-	return parent.NewInode(ctx, n, fs.StableAttr{Mode: mode, Ino: ino, Gen: uint64(n.kgen)})
+	return in
 }
 
 // retire makes the next lookup of n's inode number give the kernel a new
