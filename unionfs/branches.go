@@ -36,7 +36,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 			return fmt.Errorf("add branch %s: already in the stack", b.Path)
 		}
 	}
-	nb := &branch{path: path, mode: b.Mode, dev: uint64(st.Dev), rootFd: -1}
+	nb := newBranch(path, b.Mode, uint64(st.Dev))
 	if err := u.openBranchRoot(nb); err != nil {
 		u.ns.Unlock()
 		return fmt.Errorf("add branch %s: %w", b.Path, err)
@@ -101,6 +101,41 @@ func (s *Server) DelBranch(path string) error {
 	return nil
 }
 
+// ModBranch changes the read-only branch at path between ro and rr on
+// the live stack, as aufs's remount mod: did: whether its whiteouts and
+// opaque markers count. The rw branch stays rw and no branch becomes rw
+// while mounted. The kernel's caches are dropped so the change shows.
+func (s *Server) ModBranch(path string, mode Mode) error {
+	u := s.u
+	path = filepath.Clean(path)
+	if mode != RO && mode != RR {
+		return specBadf("mod branch %s: only ro or rr can be set on a live mount", path)
+	}
+	u.lockNS()
+	var b *branch
+	for _, x := range u.branches {
+		if x.path == path {
+			b = x
+		}
+	}
+	switch {
+	case b == nil:
+		u.ns.Unlock()
+		return specBadf("mod branch %s: not in the stack", path)
+	case b.isRW():
+		u.ns.Unlock()
+		return specBadf("mod branch %s: it is the rw branch, which stays rw while mounted", path)
+	case b.modeNow() == mode:
+		u.ns.Unlock()
+		return nil
+	}
+	b.mode.Store(int32(mode))
+	u.forgetResolutionsLocked()
+	u.ns.Unlock()
+	u.invalidateBranch(b)
+	return nil
+}
+
 // notifyBranchNames drops the kernel's entries, negative ones too, of
 // directory dir for every name directory rel of branch b holds: a
 // whiteout stands for the name it hides; an opaque marker for none.
@@ -116,7 +151,10 @@ func notifyBranchNames(dir *fs.Inode, b *branch, rel string) {
 // invalidateBranch drops the kernel's cached names, attributes and pages
 // of every known node, and the (possibly negative) names that branch b
 // (added, removed or changed) has in each known directory, so the
-// changed stack shows at once.
+// changed stack shows at once. A lookup resolved before the change whose
+// reply reaches the kernel after this can still leave it an entry of the
+// old stack until the entry timeout: closing that needs the kernel's
+// FUSE_NOTIFY_INC_EPOCH (6.16+), which go-fuse 2.12 cannot send.
 func (u *ufs) invalidateBranch(b *branch) {
 	seen := map[*fs.Inode]bool{}
 	var walk func(n *fs.Inode, rel string)

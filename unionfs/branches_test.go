@@ -74,6 +74,89 @@ func TestAddDelBranchLive(t *testing.T) {
 	}
 }
 
+// TestModBranchLive: a read-only branch switched between ro and rr on
+// the live stack changes whether its whiteouts and opaque markers count,
+// at once and while lookups run; the rw branch and rw are refused.
+func TestModBranchLive(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO, RO}, map[string]string{
+		"1:.wh.gone": "", "1:d/.wh..wh..opq": "", "1:d/mid": "",
+		"2:gone": "low", "2:kept": "", "2:d/under": "",
+	}, Options{EntryTimeout: time.Hour, AttrTimeout: time.Hour, NegativeTimeout: time.Hour})
+	mid := tu.branches[1]
+	// Lookups racing with changes of the mode (for the race detector).
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_, _ = os.Lstat(tu.m("gone"))
+				_, _ = os.ReadDir(tu.m("d"))
+			}
+		}
+	}()
+	for range 20 {
+		for _, mode := range []Mode{RR, RO} {
+			if err := tu.srv.ModBranch(mid, mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	<-done
+	// Settle first: a lookup in flight during a change can leave the
+	// kernel an entry of the stack before it (see invalidateBranch).
+	for _, mode := range []Mode{RR, RO} {
+		if err := tu.srv.ModBranch(mid, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []Mode{RR, RO, RR} {
+		if mode == RR {
+			// Cached for an hour as missing, these must show once rr.
+			mustNotExist(t, tu.m("gone"))
+			mustNotExist(t, tu.m("d/under"))
+		}
+		if err := tu.srv.ModBranch(mid, mode); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"gone", "d/under"} {
+			if _, err := os.Lstat(tu.m(name)); (err == nil) != (mode == RR) {
+				t.Errorf("%s: lstat %s: %v", ModeName(mode), name, err)
+			}
+		}
+		top, d := []string{"d", "kept"}, []string{"mid"}
+		if mode == RR { // its whiteout and opaque marker are names no more
+			top, d = []string{"d", "gone", "kept"}, []string{"mid", "under"}
+		}
+		if got := listDir(t, tu.mnt); !reflect.DeepEqual(got, top) {
+			t.Errorf("%s: ls = %v, want %v", ModeName(mode), got, top)
+		}
+		if got := listDir(t, tu.m("d")); !reflect.DeepEqual(got, d) {
+			t.Errorf("%s: ls d = %v, want %v", ModeName(mode), got, d)
+		}
+		if got := tu.srv.Branches()[1].Mode; got != mode {
+			t.Errorf("Branches()[1].Mode = %s, want %s", ModeName(got), ModeName(mode))
+		}
+	}
+	for _, tc := range []struct {
+		path string
+		mode Mode
+		msg  string
+	}{
+		{tu.branches[0], RO, "stays rw while mounted"},
+		{mid, RW, "only ro or rr"},
+		{filepath.Join(mid, "d"), RR, "not in the stack"},
+	} {
+		if err := tu.srv.ModBranch(tc.path, tc.mode); err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("ModBranch(%s, %s) = %v; want an error naming %q", tc.path, ModeName(tc.mode), err, tc.msg)
+		}
+	}
+}
+
 func TestMountFailsCleanly(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()

@@ -6,11 +6,12 @@ package unionfs
 
 // controlRequest asks the daemon to do one thing.
 type controlRequest struct {
-	// Op is "ls", "add", "del" or "unmount".
+	// Op is "ls", "add", "del", "mod" or "unmount".
 	Op string `json:"op"`
-	// Path is the branch directory of add and del (absolute).
+	// Path is the branch directory of add, del and mod (absolute).
 	Path string `json:"path,omitempty"`
-	// Mode is the mode of an added branch ("rw", "ro", "rr").
+	// Mode is the mode of an added branch ("rw", "ro", "rr"), or the
+	// new mode of mod's.
 	Mode string `json:"mode,omitempty"`
 	// Index is where add inserts the branch (0 = top); -1 appends it at
 	// the bottom.

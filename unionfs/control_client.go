@@ -141,6 +141,21 @@ func ControlDelBranch(mountpoint, path string) error {
 	return nil
 }
 
+// ControlModBranch changes the mode of the read-only branch at path of
+// the live mount at mountpoint between ro and rr (see Server.ModBranch).
+// A relative path is taken against the working directory.
+func ControlModBranch(mountpoint, path string, mode Mode) error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("mod branch %s: %w", path, err)
+	}
+	abs := specAbs(path, wd)
+	if _, err := controlCall(mountpoint, controlRequest{Op: "mod", Path: abs, Mode: ModeName(mode)}); err != nil {
+		return fmt.Errorf("mod branch %s of %s: %w", path, mountpoint, err)
+	}
+	return nil
+}
+
 // isControlUnavailable says whether err means nobody answered on the socket.
 func isControlUnavailable(err error) bool {
 	var ce *controlError

@@ -94,6 +94,8 @@ func (c *controlServer) handle(req controlRequest) controlResponse {
 		err = c.add(req)
 	case "del":
 		err = c.del(req)
+	case "mod":
+		err = c.mod(req)
 	case "unmount":
 		err = c.unmount()
 	default:
@@ -139,6 +141,21 @@ func (c *controlServer) del(req controlRequest) error {
 		return fmt.Errorf("delete branch %s: %w", req.Path, err)
 	}
 	return nil
+}
+
+// mod changes a branch's mode.
+func (c *controlServer) mod(req controlRequest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	mode, err := ParseMode(req.Mode)
+	if err != nil {
+		return fmt.Errorf("mod branch %s: %w", req.Path, err)
+	}
+	path, err := controlFindBranch(c.srv.Branches(), req.Path)
+	if err != nil {
+		return fmt.Errorf("mod branch %s: %w", req.Path, err)
+	}
+	return c.srv.ModBranch(path, mode)
 }
 
 // controlStackWith returns stack with b inserted at index (-1: at the

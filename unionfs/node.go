@@ -225,7 +225,7 @@ func (u *ufs) setTimeouts(out *fuse.EntryOut, top *branch) {
 // udba=reval timeout: writes to it from outside are not watched (see
 // branchWatcher), and show once it passes.
 func (u *ufs) attrTimeout(top *branch, mode uint32) time.Duration {
-	if u.watcher != nil && (top == nil || top.mode == RW) && mode&syscall.S_IFMT != syscall.S_IFDIR {
+	if u.watcher != nil && (top == nil || top.isRW()) && mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return min(u.opts.AttrTimeout, udbaRevalTimeout)
 	}
 	return u.opts.AttrTimeout

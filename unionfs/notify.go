@@ -101,7 +101,7 @@ const eventBatchDelay = 2 * time.Millisecond
 
 // maskOf is the mark mask for branch b.
 func maskOf(b *branch) uint64 {
-	if b.mode == RW {
+	if b.isRW() {
 		return rwWatchMask
 	}
 	return watchMask
@@ -342,7 +342,7 @@ func (w *branchWatcher) parse(buf []byte) (changes []change, overflow bool) {
 		if !ok {
 			continue
 		}
-		if own && b.mode == RW {
+		if own && b.isRW() {
 			if len(w.ownDirs) >= maxOwnDirs {
 				clear(w.ownDirs)
 			}

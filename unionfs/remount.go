@@ -27,9 +27,8 @@ func ParseBranchArg(s string) (Branch, error) {
 
 // remountEdit is one change a remount makes to the live branch stack.
 type remountEdit struct {
-	del   bool   // delete path, else add b at index
-	path  string // the branch to delete
-	b     Branch // the branch to add
+	op    string // "add", "del" or "mod"
+	b     Branch // the branch to add, delete (Path) or change (Path, Mode)
 	index int    // where to add it (0 = top, -1 = bottom)
 }
 
@@ -90,12 +89,13 @@ func helperIsRemount(opts []string) bool {
 // hands them to the helper: the mount's own options from mountinfo and
 // fstab merged with the ones given. As aufs's remount did, it takes
 // add:INDEX:DIR[=MODE] (also ins:, and with = for the first :),
-// append:DIR[=MODE], prepend:DIR[=MODE] and del:DIR, applied in order,
+// append:DIR[=MODE], prepend:DIR[=MODE], del:DIR and mod:DIR=MODE (ro or
+// rr), applied in order,
 // and the per-mount flags (ro/rw, nosuid, nodev, noexec, the atime
 // ones). What the union was mounted with and keeps (dirs=, udba=,
 // timeouts, passthrough, the aufs options it meets, fsname, ...) is
-// accepted as mount(8) repeats it and left as it is; what it cannot
-// change on a live mount (mod:) is refused.
+// accepted as mount(8) repeats it and left as it is; aufs's idel: and
+// imod: (branches by index) are refused.
 func parseRemount(opts []string) (remountPlan, error) {
 	var p remountPlan
 	for _, o := range opts {
@@ -143,21 +143,27 @@ func parseRemountEdit(verb, arg string) (remountEdit, error) {
 			return remountEdit{}, specBadf("remount option %s:%s: want %s:INDEX:DIR[=MODE]", verb, arg, verb)
 		}
 		b, err := ParseBranchArg(dir)
-		return remountEdit{b: b, index: n}, err
+		return remountEdit{op: "add", b: b, index: n}, err
 	case "append", "prepend":
 		b, err := ParseBranchArg(arg)
 		idx := -1
 		if verb == "prepend" {
 			idx = 0
 		}
-		return remountEdit{b: b, index: idx}, err
+		return remountEdit{op: "add", b: b, index: idx}, err
 	case "del":
 		if arg == "" {
 			return remountEdit{}, specBadf("remount option del: which branch?")
 		}
-		return remountEdit{del: true, path: arg}, nil
+		return remountEdit{op: "del", b: Branch{Path: arg}}, nil
+	case "mod":
+		b, err := ParseBranchArg(arg)
+		if err == nil && !strings.Contains(arg, "=") {
+			err = specBadf("remount option mod:%s: want mod:DIR=MODE", arg)
+		}
+		return remountEdit{op: "mod", b: b}, err
 	}
-	return remountEdit{}, specBadf("remount option %s:%s: a branch's mode cannot change on a live mount (del it and add it again)", verb, arg)
+	return remountEdit{}, specBadf("remount option %s:%s: branches are named by path (add:, del:, mod:)", verb, arg)
 }
 
 // helperRemount serves `mount -o remount,...` of the union at mountpoint
@@ -170,9 +176,12 @@ func helperRemount(opts []string, mountpoint string) error {
 		return err
 	}
 	for _, e := range p.edits {
-		if e.del {
-			err = ControlDelBranch(mountpoint, e.path)
-		} else {
+		switch e.op {
+		case "del":
+			err = ControlDelBranch(mountpoint, e.b.Path)
+		case "mod":
+			err = ControlModBranch(mountpoint, e.b.Path, e.b.Mode)
+		default:
 			err = ControlAddBranch(mountpoint, e.b, e.index)
 		}
 		if err != nil {

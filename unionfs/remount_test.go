@@ -14,17 +14,18 @@ import (
 // with is taken and left alone, and what cannot change is refused.
 func TestParseRemount(t *testing.T) {
 	p, err := parseRemount([]string{"rw,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other,max_read=524288," +
-		"add:1:/x,ins=2:/y=rr,append:z,prepend:/w=ro+wh,del:/v,del=/u,dirs=/a:/b,udba=none,xino=/dev/shm/x,nosuid,ro,x-systemd.automount"})
+		"add:1:/x,ins=2:/y=rr,append:z,prepend:/w=ro+wh,del:/v,del=/u,mod:/t=rr,dirs=/a:/b,udba=none,xino=/dev/shm/x,nosuid,ro,x-systemd.automount"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []remountEdit{
-		{b: Branch{Path: "/x", Mode: RO}, index: 1},
-		{b: Branch{Path: "/y", Mode: RR}, index: 2},
-		{b: Branch{Path: "z", Mode: RO}, index: -1},
-		{b: Branch{Path: "/w", Mode: RO}, index: 0},
-		{del: true, path: "/v"},
-		{del: true, path: "/u"},
+		{op: "add", b: Branch{Path: "/x", Mode: RO}, index: 1},
+		{op: "add", b: Branch{Path: "/y", Mode: RR}, index: 2},
+		{op: "add", b: Branch{Path: "z", Mode: RO}, index: -1},
+		{op: "add", b: Branch{Path: "/w", Mode: RO}, index: 0},
+		{op: "del", b: Branch{Path: "/v"}},
+		{op: "del", b: Branch{Path: "/u"}},
+		{op: "mod", b: Branch{Path: "/t", Mode: RR}},
 	}
 	if !reflect.DeepEqual(p.edits, want) {
 		t.Errorf("edits %+v\nwant %+v", p.edits, want)
@@ -36,8 +37,10 @@ func TestParseRemount(t *testing.T) {
 		t.Errorf("ro,noexec,rw + exec: on %#x off %#x, %v; want ro and noexec off", p.on, p.off, err)
 	}
 	for opts, msg := range map[string]string{
-		"remount,mod:/a=rr":   "a branch's mode cannot change on a live mount",
-		"remount,imod:0:rr":   "a branch's mode cannot change",
+		"remount,mod:/a":      "want mod:DIR=MODE",
+		"remount,mod:/a=xx":   `unknown branch mode "xx"`,
+		"remount,imod:0:rr":   "branches are named by path",
+		"remount,idel:0":      "branches are named by path",
 		"remount,add:x:/a":    "want add:INDEX:DIR[=MODE]",
 		"remount,add:1":       "want add:INDEX:DIR[=MODE]",
 		"remount,ins:-1:/a":   "want ins:INDEX:DIR[=MODE]",

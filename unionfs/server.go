@@ -43,7 +43,7 @@ func openBranches(branches []Branch) ([]*branch, *branch, error) {
 		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 			return nil, nil, fmt.Errorf("branch %s: not a directory", b.Path)
 		}
-		br := &branch{path: b.Path, mode: b.Mode, dev: uint64(st.Dev), rootFd: -1}
+		br := newBranch(b.Path, b.Mode, uint64(st.Dev))
 		if b.Mode == RW {
 			if rw != nil {
 				return nil, nil, fmt.Errorf("branch %s: a second rw branch", b.Path)
@@ -234,7 +234,7 @@ func (s *Server) Branches() []Branch {
 	defer s.u.ns.RUnlock()
 	out := make([]Branch, len(s.u.branches))
 	for i, b := range s.u.branches {
-		out[i] = Branch{Path: b.path, Mode: b.mode}
+		out[i] = Branch{Path: b.path, Mode: b.modeNow()}
 	}
 	return out
 }

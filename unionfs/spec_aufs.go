@@ -79,7 +79,7 @@ func aufsOption(opt, key, val string, hasVal bool) (known bool, err error) {
 	}
 	edit, _, _ := strings.Cut(opt, ":")
 	if aufsBranchEdits[edit] || aufsBranchEdits[key] && hasVal {
-		return true, specBadf("aufs option %s edits a mounted stack: use unionctl branch add|del or mount -o remount,%s on the live mount", opt, opt)
+		return true, specBadf("aufs option %s edits a mounted stack: use unionctl branch add|del|mod or mount -o remount,%s on the live mount", opt, opt)
 	}
 	if !hasVal {
 		return false, nil

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -17,7 +18,10 @@ const (
 // branch is one directory of the live stack.
 type branch struct {
 	path string
-	mode Mode
+	// mode is RW, RO or RR, read with modeNow: a read-only branch's
+	// changes between RO and RR on a live mount (Server.ModBranch); the
+	// rw branch's never does.
+	mode atomic.Int32
 	dev  uint64
 	// rootFd is the branch root opened for confined paths (see
 	// confine), -1 when there is none.
@@ -38,8 +42,21 @@ func (b *branch) join(rel string) string {
 	return b.path + "/" + rel
 }
 
+// newBranch is a branch of mode at path, on device dev, not yet opened.
+func newBranch(path string, mode Mode, dev uint64) *branch {
+	b := &branch{path: path, dev: dev, rootFd: -1}
+	b.mode.Store(int32(mode))
+	return b
+}
+
+// modeNow is b's mode.
+func (b *branch) modeNow() Mode { return Mode(b.mode.Load()) }
+
+// isRW says whether b is the rw branch.
+func (b *branch) isRW() bool { return b.modeNow() == RW }
+
 // searchesWhiteouts reports whether whiteouts and opaque markers in b count.
-func (b *branch) searchesWhiteouts() bool { return b.mode != RR }
+func (b *branch) searchesWhiteouts() bool { return b.modeNow() != RR }
 
 // entry is the result of looking a name up through a stack of directory
 // layers: the top-most branch holding it, what its stat there says of its

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -11,7 +12,7 @@ import (
 
 var branchCmd = &cobra.Command{
 	Use:   "branch",
-	Short: "list, add and delete the branches of a live union mount",
+	Short: "list, add, delete and change the branches of a live union mount",
 }
 
 var branchLsCmd = &cobra.Command{
@@ -44,9 +45,25 @@ var branchDelCmd = &cobra.Command{
 	},
 }
 
+var branchModCmd = &cobra.Command{
+	Use:   "mod MOUNTPOINT DIR=MODE",
+	Short: "change a read-only branch of a live union mount between ro and rr",
+	Long: `Set the mode of the read-only branch DIR of the union at MOUNTPOINT to ro
+(its whiteouts and opaque markers count) or rr (they do not), as aufs's
+remount mod: did. The rw branch stays rw while mounted.`,
+	Args: cobra.ExactArgs(2),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		b, err := unionfs.ParseBranchArg(args[1])
+		if err != nil || !strings.Contains(args[1], "=") {
+			return usagef("branch mod %s: want DIR=MODE (ro or rr)", args[1])
+		}
+		return mountExitError(unionfs.ControlModBranch(args[0], b.Path, b.Mode))
+	},
+}
+
 func init() {
 	branchAddCmd.Flags().IntVar(&branchAddIndex, "index", -1, "position of the new branch (0 = top; default: bottom)")
-	branchCmd.AddCommand(branchLsCmd, branchAddCmd, branchDelCmd)
+	branchCmd.AddCommand(branchLsCmd, branchAddCmd, branchDelCmd, branchModCmd)
 	rootCmd.AddCommand(branchCmd)
 }
 

@@ -469,31 +469,39 @@ func (e *mountEnv) mountScript(script string) string {
 }
 
 // TestMountRemount: mount(8)'s remount of a live union edits its stack
-// as aufs's remount did (add:INDEX:DIR, del:DIR) and sets the mount's
-// flags (ro, rw); a branch's mode cannot change and says so.
+// as aufs's remount did (append:DIR, mod:DIR=MODE, del:DIR: a whiteout
+// of an ro branch hides a name below it, of an rr one not) and sets the
+// mount's flags (ro, rw); the rw branch stays rw and says so.
 func TestMountRemount(t *testing.T) {
 	e := newMountEnv(t)
 	testenv.NeedCommand(t, "unshare")
 	testenv.NeedCommand(t, "mount.fuse3")
 	script := `trap 'umount "$MNT" 2>/dev/null || true' EXIT
 mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
-mount -o remount,add:1:./extra ./mnt
+: > company/.wh.bonus
+mount -o remount,append:./extra ./mnt
 ls mnt
 echo --
-mount -o remount,ro ./mnt
+mount -o remount,mod:./company=rr ./mnt
+ls mnt
+echo --
+mount -o remount,ro,mod:./company=ro ./mnt
 if touch mnt/new 2>/dev/null; then echo wrote to a ro remount; fi
+ls mnt
+echo --
 mount -o remount,rw,del:./extra ./mnt
 ls mnt
 echo --
 touch mnt/new
-if mount -o remount,mod:./company=rr ./mnt 2>&1; then echo changed a mode; fi
+if mount -o remount,mod:./home=ro ./mnt 2>&1; then echo changed the rw branch; fi
 umount "$MNT"
 `
 	out := e.mountScript(script)
-	want := "bonus\ncode\neat\nmeeting\nsleep\n--\ncode\neat\nmeeting\nsleep\n--\n"
-	if !strings.HasPrefix(out, want) || !strings.Contains(out, "cannot change on a live mount") ||
-		strings.Contains(out, "wrote to a ro remount") || strings.Contains(out, "changed a mode") {
-		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and refuse the mode change", out, want)
+	names := "code\neat\nmeeting\nsleep\n--\n"
+	want := names + "bonus\n" + names + names + names
+	if !strings.HasPrefix(out, want) || !strings.Contains(out, "stays rw while mounted") ||
+		strings.Contains(out, "wrote to a ro remount") || strings.Contains(out, "changed the rw branch") {
+		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and refuse to change the rw branch", out, want)
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, "home", "new")); err != nil {
 		t.Errorf("write after the rw remount: %v", err)
@@ -682,6 +690,10 @@ func TestBranchCommands(t *testing.T) {
 		{[]string{"branch", "add", "./mnt", "./mnt"}, "is branch"},
 		{[]string{"branch", "del", "./mnt", "./nope"}, "not a branch"},
 		{[]string{"branch", "ls", "./home"}, "not a unionctl mount"},
+		{[]string{"branch", "mod", "./mnt", "./home=ro"}, "stays rw while mounted"},
+		{[]string{"branch", "mod", "./mnt", "./extra=rw"}, "only ro or rr"},
+		{[]string{"branch", "mod", "./mnt", "./extra"}, "want DIR=MODE"},
+		{[]string{"branch", "mod", "./mnt", "./nope=rr"}, "not a branch"},
 	} {
 		if _, errs, code := e.unionctl(tc.args...); code != 2 || !strings.Contains(errs, tc.msg) {
 			t.Errorf("unionctl %s: exit %d: %s; want 2 naming %q", strings.Join(tc.args, " "), code, errs, tc.msg)
@@ -697,6 +709,20 @@ func TestBranchCommands(t *testing.T) {
 	want = []string{"0 " + home + " rw", "1 " + extra + " rr", "2 " + company + " ro"}
 	if got := mountBranchLines(ls); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("branch ls after add --index 1 = %q; want %q", got, want)
+	}
+	// A whiteout in extra counts once it is ro, and no more when rr.
+	if err := os.WriteFile(filepath.Join(extra, ".wh.eat"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"ro", "rr"} {
+		e.mustUnionctl("branch", "mod", "./mnt", "./extra="+mode)
+		want := map[string]string{"ro": "bonus code meeting sleep sub", "rr": "bonus code eat meeting sleep sub"}[mode]
+		if got := e.ls(e.mnt); got != want {
+			t.Errorf("ls mnt with extra %s = %q; want %q", mode, got, want)
+		}
+		if got := mountBranchLines(e.mustUnionctl("branch", "ls", "./mnt")); len(got) != 3 || got[1] != "1 "+extra+" "+mode {
+			t.Errorf("branch ls after mod %s = %q", mode, got)
+		}
 	}
 	e.mustUnionctl("umount", "./mnt")
 	e.assertUnmounted()
