@@ -175,6 +175,9 @@ func helperRemount(opts []string, mountpoint string) error {
 	if err != nil {
 		return err
 	}
+	if !IsMounted(mountpoint) {
+		return specBadf("remount %s: not a unionctl mount", mountpoint)
+	}
 	for _, e := range p.edits {
 		switch e.op {
 		case "del":

@@ -543,6 +543,7 @@ func TestMountBadSpecs(t *testing.T) {
 		{[]string{"mount", "-o", "dirs=./home:./company,shwh", "./mnt"}, "aufs option shwh is not supported: whiteouts are never shown"},
 		{[]string{"mount", "-o", "dirs=./home:./company,add:1:./extra", "./mnt"}, "use unionctl branch add|del"},
 		{[]string{"mount", "-o", "dirs=./home:./company,create=pmfsrr", "./mnt"}, "create=pmfsrr: policy pmfsrr takes"},
+		{[]string{"none", "./home", "-o", "remount,ro"}, "remount " + filepath.Join(e.dir, "home") + ": not a unionctl mount"},
 	} {
 		out, errs, code := e.unionctl(tc.args...)
 		if code != 2 || !strings.Contains(errs, tc.msg) {
