@@ -54,6 +54,7 @@ func (s *Server) AddBranch(b Branch, index int) error {
 			u.watcher.report(err)
 		}
 	}
+	u.notifyIncEpoch()
 	u.invalidateBranch(nb)
 	return nil
 }
@@ -97,6 +98,7 @@ func (s *Server) DelBranch(path string) error {
 	if u.watcher != nil {
 		u.watcher.unwatch(b)
 	}
+	u.notifyIncEpoch()
 	u.invalidateBranch(b)
 	return nil
 }
@@ -132,6 +134,7 @@ func (s *Server) ModBranch(path string, mode Mode) error {
 	b.mode.Store(int32(mode))
 	u.forgetResolutionsLocked()
 	u.ns.Unlock()
+	u.notifyIncEpoch()
 	u.invalidateBranch(b)
 	return nil
 }
@@ -152,9 +155,10 @@ func notifyBranchNames(dir *fs.Inode, b *branch, rel string) {
 // of every known node, and the (possibly negative) names that branch b
 // (added, removed or changed) has in each known directory, so the
 // changed stack shows at once. A lookup resolved before the change whose
-// reply reaches the kernel after this can still leave it an entry of the
-// old stack until the entry timeout: closing that needs the kernel's
-// FUSE_NOTIFY_INC_EPOCH (6.16+), which go-fuse 2.12 cannot send.
+// reply reaches the kernel after this leaves it an entry of the old
+// stack, which only the epoch the caller moves first (notifyIncEpoch)
+// makes stale; without it (not root, a kernel before 6.16) such an entry
+// lasts until its timeout.
 func (u *ufs) invalidateBranch(b *branch) {
 	seen := map[*fs.Inode]bool{}
 	var walk func(n *fs.Inode, rel string)

@@ -449,6 +449,7 @@ func (w *branchWatcher) apply(changes []change, overflow bool) {
 	branches := append([]*branch(nil), u.branches...)
 	u.ns.Unlock()
 	if overflow {
+		u.notifyIncEpoch()
 		for _, b := range branches {
 			w.moved(b, "")
 			u.invalidateBranch(b)

@@ -71,8 +71,12 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 	// process's own umask must not be taken off again.
 	unix.Umask(0)
 	raw := newRawUnion(u, root, fsopts)
+	if fd, ok := devFdNumber(dir); ok {
+		u.keepConnFd(fd)
+	}
 	srv, err := fuse.NewServer(raw, dir, &fsopts.MountOptions)
 	if err != nil {
+		u.closeConnFd()
 		closeWatcher()
 		return nil, err
 	}
@@ -81,6 +85,7 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		release()
+		u.closeConnFd()
 		closeWatcher()
 		return nil, err
 	}
@@ -89,6 +94,7 @@ func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (
 	}
 	go func() {
 		srv.Wait()
+		u.closeConnFd()
 		closeWatcher()
 		release()
 	}()

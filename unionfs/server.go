@@ -24,6 +24,7 @@ type Server struct {
 	u          *ufs
 	fuse       *fuse.Server
 	mountpoint string
+	own        bool // mounted by mountOwn, unmounted by unmountOwn
 }
 
 // openBranches checks that every branch is a directory and records its
@@ -103,13 +104,36 @@ func Mount(branches []Branch, mountpoint string, opts Options) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	srv, err := serveUnion(u, root, mountpoint, fsopts)
+	dir, own := mountpoint, canMountOwn()
+	if own {
+		// The union mounts /dev/fuse itself and keeps the descriptor
+		// (see fusefd.go); go-fuse serves it as mounted.
+		fd, err := mountOwn(mountpoint, fsopts.MountOptions)
+		if err != nil {
+			if u.watcher != nil {
+				u.watcher.close()
+			}
+			u.closeBranchRoots()
+			return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		}
+		dir = fmt.Sprintf("/dev/fd/%d", fd)
+		fsopts.MountOptions.DirectMount = false
+		fsopts.MountOptions.DirectMountStrict = false
+	}
+	srv, err := serveUnion(u, root, dir, fsopts)
+	if err == nil && own {
+		// go-fuse makes its own mounts refuse poll; this one is ours.
+		servePollHack(mountpoint)
+	}
 	if err != nil {
+		if own {
+			_ = unix.Unmount(mountpoint, unix.MNT_DETACH)
+		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	u.server = srv
 	tuneReadAhead(mountpoint)
-	return &Server{u: u, fuse: srv, mountpoint: mountpoint}, nil
+	return &Server{u: u, fuse: srv, mountpoint: mountpoint, own: own}, nil
 }
 
 // newUnion opens the branches and builds the union's root node and the
@@ -120,7 +144,7 @@ func newUnion(branches []Branch, opts Options) (_ *ufs, _ *node, _ *fs.Options, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	u := &ufs{opts: opts, branches: brs, rw: rw, inos: inoMapFor(brs), nodes: map[uint64]*node{}, nameMax: 251, workFd: -1}
+	u := &ufs{opts: opts, branches: brs, rw: rw, inos: inoMapFor(brs), nodes: map[uint64]*node{}, nameMax: 251, workFd: -1, connFd: -1}
 	defer func() {
 		if err != nil {
 			u.closeBranchRoots()
@@ -219,6 +243,13 @@ func (s *Server) Wait() { s.fuse.Wait() }
 
 // Unmount unmounts the union and waits for the serving to end.
 func (s *Server) Unmount() error {
+	if s.own {
+		if err := unmountOwn(s.mountpoint); err != nil {
+			return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+		}
+		s.fuse.Wait()
+		return nil
+	}
 	if err := s.fuse.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
 	}

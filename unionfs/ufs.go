@@ -60,7 +60,12 @@ type ufs struct {
 	stateMu sync.Mutex // guards branch.open counters
 	root    *node
 	server  *fuse.Server
-	raw     *rawUnion // the bridge serving the union
+	// connMu guards connFd, a duplicate of the union's /dev/fuse
+	// descriptor for notifications go-fuse cannot send; -1 when there is
+	// none (see fusefd.go).
+	connMu sync.Mutex
+	connFd int
+	raw    *rawUnion // the bridge serving the union
 }
 
 // lockNS takes ns for a change of the namespace. nsSeq moves with it,
