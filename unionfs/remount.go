@@ -90,12 +90,11 @@ func helperIsRemount(opts []string) bool {
 // fstab merged with the ones given. As aufs's remount did, it takes
 // add:INDEX:DIR[=MODE] (also ins:, and with = for the first :),
 // append:DIR[=MODE], prepend:DIR[=MODE], del:DIR and mod:DIR=MODE (ro or
-// rr), applied in order,
-// and the per-mount flags (ro/rw, nosuid, nodev, noexec, the atime
-// ones). What the union was mounted with and keeps (dirs=, udba=,
-// timeouts, passthrough, the aufs options it meets, fsname, ...) is
-// accepted as mount(8) repeats it and left as it is; aufs's idel: and
-// imod: (branches by index) are refused.
+// rr), applied in order, and the per-mount flags (ro/rw, nosuid, nodev,
+// noexec, the atime ones). What the union was mounted with and keeps
+// (dirs=, udba=, timeouts, passthrough, the aufs options it meets,
+// fsname, ...) is accepted as mount(8) repeats it and left as it is;
+// aufs's idel: and imod: (branches by index) are refused.
 func parseRemount(opts []string) (remountPlan, error) {
 	var p remountPlan
 	for _, o := range opts {

@@ -15,9 +15,10 @@ import (
 //     hard links kept across copy-up (plink), O_DIRECT (dio), directories
 //     renamed across branches (dirren), permission checks of a
 //     directory's top-most copy only (dirperm1), opaque directories made
-//     only where a whiteout needs them (diropq=w), POSIX ACLs (acl), whiteouts hidden (noshwh), the create and
-//     copy-up policies (with one rw branch every policy picks it), the
-//     readdir tuning numbers, and log verbosity;
+//     only where a whiteout needs them (diropq=w), POSIX ACLs (acl),
+//     whiteouts hidden (noshwh), the create and copy-up policies (with
+//     one rw branch every policy picks it), the readdir tuning numbers,
+//     and log verbosity;
 //   - a weaker guarantee aufs can be asked for, met by the stronger one
 //     this union gives: noplink (links kept anyway), nodio (O_DIRECT
 //     works anyway), nodirren (no EXDEV to fall back from);
