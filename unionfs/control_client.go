@@ -95,19 +95,11 @@ func ControlBranches(mountpoint string) ([]Branch, error) {
 // directory. The resulting stack is checked (no nesting, no duplicates,
 // rw only on top) before the daemon is asked, and again by the daemon.
 func ControlAddBranch(mountpoint string, b Branch, index int) error {
-	wd, err := os.Getwd()
+	stack, mp, wd, err := controlLiveStack(mountpoint)
 	if err != nil {
 		return fmt.Errorf("add branch %s: %w", b.Path, err)
 	}
 	b.Path = specAbs(b.Path, wd)
-	stack, err := ControlBranches(mountpoint)
-	if err != nil {
-		return err
-	}
-	mp, err := daemonCanonicalMountpoint(mountpoint)
-	if err != nil {
-		return err
-	}
 	next, index, err := controlStackWith(stack, b, index, mp)
 	if err != nil {
 		return fmt.Errorf("add branch %s to %s: %w", b.Path, mountpoint, err)
@@ -117,6 +109,22 @@ func ControlAddBranch(mountpoint string, b Branch, index int) error {
 		return fmt.Errorf("add branch %s to %s: %w", b.Path, mountpoint, err)
 	}
 	return nil
+}
+
+// controlLiveStack returns what checking an edit of the live stack of
+// the union at mountpoint needs: the stack, the canonical mountpoint and
+// the working directory (relative branch paths are taken against it).
+func controlLiveStack(mountpoint string) (stack []Branch, mp, wd string, err error) {
+	if wd, err = os.Getwd(); err != nil {
+		return nil, "", "", err
+	}
+	if stack, err = ControlBranches(mountpoint); err != nil {
+		return nil, "", "", err
+	}
+	if mp, err = daemonCanonicalMountpoint(mountpoint); err != nil {
+		return nil, "", "", err
+	}
+	return stack, mp, wd, nil
 }
 
 // ControlDelBranch removes the branch at path from the live mount at

@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -166,9 +167,11 @@ func parseRemountEdit(verb, arg string) (remountEdit, error) {
 }
 
 // helperRemount serves `mount -o remount,...` of the union at mountpoint
-// (see parseRemount): the edits go to its daemon through the control
-// socket, one by one (an edit that fails stops the rest and says which),
-// then the flags are set by a bind remount of the mountpoint.
+// (see parseRemount): the edits are checked as a whole against the live
+// stack (remountCheck), so a bad one changes nothing, then go to its
+// daemon through the control socket one by one (one the daemon still
+// refuses stops the rest and says which), then the flags are set by a
+// bind remount of the mountpoint.
 func helperRemount(opts []string, mountpoint string) error {
 	p, err := parseRemount(opts)
 	if err != nil {
@@ -176,6 +179,9 @@ func helperRemount(opts []string, mountpoint string) error {
 	}
 	if !IsMounted(mountpoint) {
 		return specBadf("remount %s: not a unionctl mount", mountpoint)
+	}
+	if err := remountCheck(p.edits, mountpoint); err != nil {
+		return fmt.Errorf("remount %s: %w", mountpoint, err)
 	}
 	for _, e := range p.edits {
 		switch e.op {
@@ -203,6 +209,47 @@ func helperRemount(opts []string, mountpoint string) error {
 	}
 	if err := unix.Mount("", mountpoint, "", unix.MS_REMOUNT|unix.MS_BIND|want, ""); err != nil {
 		return fmt.Errorf("remount %s: set the mount's flags: %w", mountpoint, err)
+	}
+	return nil
+}
+
+// remountCheck plays edits on the live stack of the union at mountpoint
+// as the daemon will, each checked as add, del and mod check theirs
+// (relative paths against the working directory), and returns the first
+// that would fail, before any is made.
+func remountCheck(edits []remountEdit, mountpoint string) error {
+	stack, mp, wd, err := controlLiveStack(mountpoint)
+	if err != nil {
+		return err
+	}
+	for _, e := range edits {
+		path := specAbs(e.b.Path, wd)
+		switch e.op {
+		case "add":
+			b := Branch{Path: path, Mode: e.b.Mode}
+			if stack, _, err = controlStackWith(stack, b, e.index, mp); err != nil {
+				return fmt.Errorf("add branch %s: %w", e.b.Path, err)
+			}
+			continue
+		}
+		found, err := controlFindBranch(stack, path)
+		if err != nil {
+			return fmt.Errorf("%s branch %s: %w", e.op, e.b.Path, err)
+		}
+		i := slices.IndexFunc(stack, func(b Branch) bool { return b.Path == found })
+		switch {
+		case stack[i].Mode == RW:
+			return specBadf("%s branch %s: it is the rw branch, which stays rw while mounted", e.op, e.b.Path)
+		case e.op == "del" && len(stack) == 1:
+			return specBadf("del branch %s: it is the only branch", e.b.Path)
+		case e.op == "del":
+			stack = slices.Delete(slices.Clone(stack), i, i+1)
+		case e.b.Mode != RO && e.b.Mode != RR:
+			return specBadf("mod branch %s: only ro or rr can be set on a live mount", e.b.Path)
+		default:
+			stack = slices.Clone(stack)
+			stack[i].Mode = e.b.Mode
+		}
 	}
 	return nil
 }

@@ -566,6 +566,7 @@ func TestStatfsSum(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = srv.Unmount() }) // a failed check leaves no mount (a no-op after the Unmount below)
 		bytes, files := space(mnt)
 		wantBytes, wantFiles := sizes["a"], sizes["a"]>>12
 		if sum {

@@ -53,9 +53,12 @@ var branchModCmd = &cobra.Command{
 remount mod: did. The rw branch stays rw while mounted.`,
 	Args: cobra.ExactArgs(2),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		b, err := unionfs.ParseBranchArg(args[1])
-		if err != nil || !strings.Contains(args[1], "=") {
+		if !strings.Contains(args[1], "=") {
 			return usagef("branch mod %s: want DIR=MODE (ro or rr)", args[1])
+		}
+		b, err := unionfs.ParseBranchArg(args[1])
+		if err != nil {
+			return usageError{fmt.Errorf("branch mod: %w", err)}
 		}
 		return mountExitError(unionfs.ControlModBranch(args[0], b.Path, b.Mode))
 	},

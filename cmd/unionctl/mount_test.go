@@ -479,6 +479,8 @@ func TestMountRemount(t *testing.T) {
 	script := `trap 'umount "$MNT" 2>/dev/null || true' EXIT
 mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
 : > company/.wh.bonus
+if mount -o remount,append:./extra,del:./nope ./mnt 2>&1; then echo took a bad edit; fi
+unionctl branch ls ./mnt | grep -c "$PWD/" || true
 mount -o remount,append:./extra ./mnt
 ls mnt
 echo --
@@ -497,9 +499,13 @@ if mount -o remount,mod:./home=ro ./mnt 2>&1; then echo changed the rw branch; f
 umount "$MNT"
 `
 	out := e.mountScript(script)
+	// The bad edit (del of no branch) is refused before the good one
+	// (append) is made: the stack keeps its 2 branches.
+	bad := "is not a branch of this mount"
 	names := "code\neat\nmeeting\nsleep\n--\n"
 	want := names + "bonus\n" + names + names + names
-	if !strings.HasPrefix(out, want) || !strings.Contains(out, "stays rw while mounted") ||
+	if i := strings.Index(out, bad); i < 0 || !strings.HasPrefix(out[strings.Index(out[i:], "\n")+i+1:], "2\n"+want) ||
+		!strings.Contains(out, "stays rw while mounted") || strings.Contains(out, "took a bad edit") ||
 		strings.Contains(out, "wrote to a ro remount") || strings.Contains(out, "changed the rw branch") {
 		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and refuse to change the rw branch", out, want)
 	}
@@ -694,6 +700,7 @@ func TestBranchCommands(t *testing.T) {
 		{[]string{"branch", "mod", "./mnt", "./home=ro"}, "stays rw while mounted"},
 		{[]string{"branch", "mod", "./mnt", "./extra=rw"}, "only ro or rr"},
 		{[]string{"branch", "mod", "./mnt", "./extra"}, "want DIR=MODE"},
+		{[]string{"branch", "mod", "./mnt", "./extra=zz"}, `unknown branch mode "zz"`},
 		{[]string{"branch", "mod", "./mnt", "./nope=rr"}, "not a branch"},
 	} {
 		if _, errs, code := e.unionctl(tc.args...); code != 2 || !strings.Contains(errs, tc.msg) {
