@@ -58,7 +58,11 @@ func (r *rawUnion) ReleaseDir(in *fuse.ReleaseIn) {
 // described by fsopts at dir (a mountpoint, or /dev/fd/N for a
 // descriptor of /dev/fuse), and returns once the kernel's INIT is
 // answered. The branch watcher (udba=notify) runs while the mount is
-// served.
+// served. A /dev/fd/N descriptor is go-fuse's from here on, also when
+// serveUnion fails: go-fuse 2.12 takes such a path as mounted (no
+// DirectMount), so it gets past mounting and closes N itself when it
+// cannot serve it (TestServeUnionFailureClosesDescriptor); the caller
+// must not close it again.
 func serveUnion(u *ufs, root fs.InodeEmbedder, dir string, fsopts *fs.Options) (*fuse.Server, error) {
 	closeWatcher := func() {
 		if u.watcher != nil {

@@ -225,7 +225,8 @@ func (s *MountServer) serve(spec MountSpec, mp string, fd int) error {
 	fsopts.MountOptions.DirectMountStrict = false
 	srv, err := serveUnion(u, root, fmt.Sprintf("/dev/fd/%d", fd), fsopts)
 	if err != nil {
-		unix.Close(fd)
+		// serveUnion has closed fd (see there): closing it again could
+		// close a descriptor another goroutine just opened.
 		return fmt.Errorf("serve the FUSE connection: %w", err)
 	}
 	u.server = srv
