@@ -1,106 +1,50 @@
 package unionfs
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 )
 
+// BranchEdit is one change to a live branch stack, as one of aufs's
+// remount add:, del: and mod: options made.
+type BranchEdit struct {
+	// Op is EditAdd, EditDel or EditMod.
+	Op EditOp
+	// Branch is the branch to add (RO or RR), or names by Path the
+	// branch to delete or change, and for EditMod its new Mode.
+	Branch Branch
+	// Index is where EditAdd inserts the branch: 0 is the top (taken
+	// by the rw branch, if any), -1 the bottom.
+	Index int
+}
+
+// EditOp is what a BranchEdit does.
+type EditOp string
+
+// The branch edits.
+const (
+	EditAdd EditOp = "add" // insert a read-only branch
+	EditDel EditOp = "del" // remove a branch
+	EditMod EditOp = "mod" // switch a read-only branch between ro and rr
+)
+
 // AddBranch inserts a read-only (RO or RR) branch at index of the live
 // stack (0 is the top), below the rw branch, as aufs's remount add:
 // does. The kernel's caches are dropped so the new stack shows.
 func (s *Server) AddBranch(b Branch, index int) error {
-	u := s.u
-	if b.Mode == RW {
-		return fmt.Errorf("add branch %s: only ro or rr branches can be added", b.Path)
-	}
-	path := filepath.Clean(b.Path)
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return fmt.Errorf("add branch %s: %w", b.Path, err)
-	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		return fmt.Errorf("add branch %s: not a directory", b.Path)
-	}
-	u.lockNS()
-	if index < 0 || index > len(u.branches) || (u.rw != nil && index == 0) {
-		u.ns.Unlock()
-		return fmt.Errorf("add branch %s: index %d out of range (1..%d)", b.Path, index, len(u.branches))
-	}
-	for _, x := range u.branches {
-		if x.path == path {
-			u.ns.Unlock()
-			return fmt.Errorf("add branch %s: already in the stack", b.Path)
-		}
-	}
-	nb := newBranch(path, b.Mode, uint64(st.Dev))
-	if err := u.openBranchRoot(nb); err != nil {
-		u.ns.Unlock()
-		return fmt.Errorf("add branch %s: %w", b.Path, err)
-	}
-	nb.cache = u.branchCache(nb)
-	nb.links = u.links
-	brs := append([]*branch(nil), u.branches[:index]...)
-	brs = append(brs, nb)
-	brs = append(brs, u.branches[index:]...)
-	u.branches = brs
-	u.forgetResolutionsLocked()
-	u.ns.Unlock()
-	if u.watcher != nil {
-		if err := u.watcher.addBranch(nb); err != nil {
-			u.watcher.report(err)
-		}
-	}
-	u.notifyIncEpoch()
-	u.invalidateBranch(nb)
-	return nil
+	return s.EditBranches([]BranchEdit{{Op: EditAdd, Branch: b, Index: index}})
 }
 
 // DelBranch removes the branch at path from the live stack. The rw
 // branch, the last branch and a branch with open files are refused.
 func (s *Server) DelBranch(path string) error {
-	u := s.u
-	path = filepath.Clean(path)
-	u.lockNS()
-	idx := -1
-	for i, x := range u.branches {
-		if x.path == path {
-			idx = i
-		}
-	}
-	if idx < 0 {
-		u.ns.Unlock()
-		return fmt.Errorf("del branch %s: not in the stack", path)
-	}
-	b := u.branches[idx]
-	if b == u.rw {
-		u.ns.Unlock()
-		return fmt.Errorf("del branch %s: it is the rw branch", path)
-	}
-	if len(u.branches) == 1 {
-		u.ns.Unlock()
-		return fmt.Errorf("del branch %s: it is the only branch", path)
-	}
-	u.stateMu.Lock()
-	open := b.open
-	u.stateMu.Unlock()
-	if open > 0 {
-		u.ns.Unlock()
-		return fmt.Errorf("del branch %s: %d open files: %w", path, open, syscall.EBUSY)
-	}
-	brs := append([]*branch(nil), u.branches[:idx]...)
-	u.branches = append(brs, u.branches[idx+1:]...)
-	u.forgetResolutionsLocked()
-	u.ns.Unlock()
-	if u.watcher != nil {
-		u.watcher.unwatch(b)
-	}
-	u.notifyIncEpoch()
-	u.invalidateBranch(b)
-	return nil
+	return s.EditBranches([]BranchEdit{{Op: EditDel, Branch: Branch{Path: path}}})
 }
 
 // ModBranch changes the read-only branch at path between ro and rr on
@@ -108,35 +52,183 @@ func (s *Server) DelBranch(path string) error {
 // opaque markers count. The rw branch stays rw and no branch becomes rw
 // while mounted. The kernel's caches are dropped so the change shows.
 func (s *Server) ModBranch(path string, mode Mode) error {
+	return s.EditBranches([]BranchEdit{{Op: EditMod, Branch: Branch{Path: path, Mode: mode}}})
+}
+
+// EditBranches makes edits to the live stack, in order, all or none: each
+// is checked against the stack the ones before it leave (see AddBranch,
+// DelBranch, ModBranch), and the first that fails leaves the stack as it
+// was and is reported. Then the kernel's caches are dropped once, so the
+// new stack shows, and no lookup sees a stack with only some of them.
+func (s *Server) EditBranches(edits []BranchEdit) error {
 	u := s.u
-	path = filepath.Clean(path)
-	if mode != RO && mode != RR {
-		return specBadf("mod branch %s: only ro or rr can be set on a live mount", path)
+	added, err := u.openAddedBranches(edits)
+	if err != nil {
+		return err
 	}
 	u.lockNS()
-	var b *branch
-	for _, x := range u.branches {
-		if x.path == path {
-			b = x
+	next, modes, err := u.playEditsLocked(edits, added)
+	if err != nil {
+		u.ns.Unlock()
+		for _, nb := range added {
+			u.dropBranchRoot(nb)
 		}
+		return err
 	}
-	switch {
-	case b == nil:
-		u.ns.Unlock()
-		return specBadf("mod branch %s: not in the stack", path)
-	case b.isRW():
-		u.ns.Unlock()
-		return specBadf("mod branch %s: it is the rw branch, which stays rw while mounted", path)
-	case b.modeNow() == mode:
-		u.ns.Unlock()
-		return nil
+	old := u.branches
+	u.branches = next
+	for b, m := range modes {
+		b.mode.Store(int32(m))
 	}
-	b.mode.Store(int32(mode))
+	for _, nb := range added {
+		nb.cache = u.branchCache(nb)
+		nb.links = u.links
+	}
 	u.forgetResolutionsLocked()
 	u.ns.Unlock()
+
+	var changed []*branch
+	for _, b := range old {
+		if !slices.Contains(next, b) {
+			if u.watcher != nil {
+				u.watcher.unwatch(b)
+			}
+			changed = append(changed, b)
+		}
+	}
+	for _, nb := range added {
+		if slices.Contains(next, nb) {
+			if u.watcher != nil {
+				if err := u.watcher.addBranch(nb); err != nil {
+					u.watcher.report(err)
+				}
+			}
+			changed = append(changed, nb)
+		}
+	}
+	for b := range modes {
+		if slices.Contains(next, b) && !slices.Contains(changed, b) {
+			changed = append(changed, b)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
 	u.notifyIncEpoch()
-	u.invalidateBranch(b)
+	for _, b := range changed {
+		u.invalidateBranch(b)
+	}
 	return nil
+}
+
+// openAddedBranches opens the root of each branch edits add, keyed by
+// the edit's index, before the namespace lock is taken. The roots of
+// branches that join the stack are kept until unmount, as every
+// branch's are; the caller drops them if the edits fail.
+func (u *ufs) openAddedBranches(edits []BranchEdit) (map[int]*branch, error) {
+	added := map[int]*branch{}
+	for i, e := range edits {
+		if e.Op != EditAdd {
+			continue
+		}
+		nb, err := u.openAddedBranch(e.Branch)
+		if err != nil {
+			for _, ob := range added {
+				u.dropBranchRoot(ob)
+			}
+			return nil, fmt.Errorf("add branch %s: %w", e.Branch.Path, err)
+		}
+		added[i] = nb
+	}
+	return added, nil
+}
+
+// openAddedBranch checks b, a branch to add, and opens its root.
+func (u *ufs) openAddedBranch(b Branch) (*branch, error) {
+	if b.Mode != RO && b.Mode != RR {
+		return nil, errors.New("only ro or rr branches can be added")
+	}
+	path := filepath.Clean(b.Path)
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, errors.New("not a directory")
+	}
+	nb := newBranch(path, b.Mode, uint64(st.Dev))
+	if err := u.openBranchRoot(nb); err != nil {
+		return nil, err
+	}
+	return nb, nil
+}
+
+// playEditsLocked plays edits on a copy of the stack and returns it with
+// the mode changes to make, or the first edit's error; added holds the
+// branches the add edits insert (openAddedBranches). u.ns is held.
+func (u *ufs) playEditsLocked(edits []BranchEdit, added map[int]*branch) ([]*branch, map[*branch]Mode, error) {
+	next := slices.Clone(u.branches)
+	modes := map[*branch]Mode{}
+	find := func(path string) int {
+		path = filepath.Clean(path)
+		return slices.IndexFunc(next, func(b *branch) bool { return b.path == path })
+	}
+	for i, e := range edits {
+		path := e.Branch.Path
+		switch e.Op {
+		case EditAdd:
+			index := e.Index
+			if index < 0 {
+				index = len(next)
+			}
+			if index > len(next) || (u.rw != nil && index == 0) {
+				return nil, nil, fmt.Errorf("add branch %s: index %d out of range (1..%d)", path, e.Index, len(next))
+			}
+			if find(path) >= 0 {
+				return nil, nil, fmt.Errorf("add branch %s: already in the stack", path)
+			}
+			next = slices.Insert(next, index, added[i])
+		case EditDel:
+			idx := find(path)
+			if idx < 0 {
+				return nil, nil, fmt.Errorf("del branch %s: not in the stack", path)
+			}
+			b := next[idx]
+			if b == u.rw {
+				return nil, nil, fmt.Errorf("del branch %s: it is the rw branch", path)
+			}
+			if len(next) == 1 {
+				return nil, nil, fmt.Errorf("del branch %s: it is the only branch", path)
+			}
+			u.stateMu.Lock()
+			open := b.open
+			u.stateMu.Unlock()
+			if open > 0 {
+				return nil, nil, fmt.Errorf("del branch %s: %d open files: %w", path, open, syscall.EBUSY)
+			}
+			next = slices.Delete(next, idx, idx+1)
+		case EditMod:
+			mode := e.Branch.Mode
+			if mode != RO && mode != RR {
+				return nil, nil, specBadf("mod branch %s: only ro or rr can be set on a live mount", path)
+			}
+			idx := find(path)
+			switch {
+			case idx < 0:
+				return nil, nil, specBadf("mod branch %s: not in the stack", path)
+			case next[idx].isRW():
+				return nil, nil, specBadf("mod branch %s: it is the rw branch, which stays rw while mounted", path)
+			}
+			if b := next[idx]; b.modeNow() == mode {
+				delete(modes, b)
+			} else {
+				modes[b] = mode
+			}
+		default:
+			return nil, nil, specBadf("branch edit %q of %s: want add, del or mod", e.Op, path)
+		}
+	}
+	return next, modes, nil
 }
 
 // notifyBranchNames drops the kernel's entries, negative ones too, of

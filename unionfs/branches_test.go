@@ -1,10 +1,12 @@
 package unionfs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,4 +199,70 @@ func TestNotifyIncEpoch(t *testing.T) {
 	mustExist(t, tu.m("x"))
 	tu.srv.u.notifyIncEpoch()
 	mustNotExist(t, tu.m("x"))
+}
+
+// TestEditBranchesAllOrNone: a batch of branch edits is made whole or not
+// at all. An add before a delete the daemon refuses (a file open in the
+// branch) leaves the stack, the listing and the daemon's descriptors as
+// they were; the same batch once the file is closed, with a mode change
+// of the added branch, shows as one new stack.
+func TestEditBranchesAllOrNone(t *testing.T) {
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:low": "", "1:shared": "from ro1", "1:.wh.hidden": ""}, Options{})
+	extra := filepath.Join(t.TempDir(), "extra")
+	if err := os.Mkdir(extra, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(extra, "added"), "")
+	writeFile(t, filepath.Join(extra, "hidden"), "")
+	before := tu.srv.Branches()
+	tu.srv.u.rootsMu.Lock()
+	fds := len(tu.srv.u.rootFds)
+	tu.srv.u.rootsMu.Unlock()
+	batch := []BranchEdit{
+		{Op: EditAdd, Branch: Branch{Path: extra, Mode: RO}, Index: -1},
+		{Op: EditMod, Branch: Branch{Path: extra, Mode: RR}},
+		{Op: EditDel, Branch: Branch{Path: tu.branches[1]}},
+	}
+
+	f, err := os.Open(tu.m("low"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tu.srv.EditBranches(batch)
+	f.Close()
+	if !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "del branch "+tu.branches[1]) {
+		t.Fatalf("batch with a busy delete: %v, want EBUSY naming the delete", err)
+	}
+	if got := tu.srv.Branches(); !reflect.DeepEqual(got, before) {
+		t.Errorf("stack after the refused batch = %v, want %v", got, before)
+	}
+	tu.srv.u.rootsMu.Lock()
+	if got := len(tu.srv.u.rootFds); got != fds {
+		t.Errorf("the refused batch left %d branch descriptors open, want %d", got, fds)
+	}
+	tu.srv.u.rootsMu.Unlock()
+	if got, want := listDir(t, tu.mnt), []string{"low", "shared"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ls after the refused batch = %v, want %v", got, want)
+	}
+
+	// The kernel releases the handle asynchronously after close.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := tu.srv.EditBranches(batch)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := []Branch{before[0], {Path: extra, Mode: RR}}
+	if got := tu.srv.Branches(); !reflect.DeepEqual(got, want) {
+		t.Errorf("stack after the batch = %v, want %v", got, want)
+	}
+	// ro1 and its whiteout are gone, so extra's hidden shows.
+	if got, want := listDir(t, tu.mnt), []string{"added", "hidden"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ls after the batch = %v, want %v", got, want)
+	}
 }

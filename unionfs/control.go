@@ -6,7 +6,7 @@ package unionfs
 
 // controlRequest asks the daemon to do one thing.
 type controlRequest struct {
-	// Op is "ls", "add", "del", "mod" or "unmount".
+	// Op is "ls", "add", "del", "mod", "edit" or "unmount".
 	Op string `json:"op"`
 	// Path is the branch directory of add, del and mod (absolute).
 	Path string `json:"path,omitempty"`
@@ -16,6 +16,9 @@ type controlRequest struct {
 	// Index is where add inserts the branch (0 = top); -1 appends it at
 	// the bottom.
 	Index int `json:"index,omitempty"`
+	// Edits are the add, del and mod requests an edit makes, in order,
+	// all or none.
+	Edits []controlRequest `json:"edits,omitempty"`
 }
 
 // controlResponse answers a controlRequest.

@@ -164,6 +164,28 @@ func ControlModBranch(mountpoint, path string, mode Mode) error {
 	return nil
 }
 
+// ControlEditBranches makes edits to the live stack of the mount at
+// mountpoint, in order, all or none (see Server.EditBranches): the daemon
+// checks the stack each leads to and refuses the whole if one fails.
+// Relative paths are taken against the working directory.
+func ControlEditBranches(mountpoint string, edits []BranchEdit) error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("edit branches of %s: %w", mountpoint, err)
+	}
+	reqs := make([]controlRequest, len(edits))
+	for i, e := range edits {
+		reqs[i] = controlRequest{Op: string(e.Op), Path: specAbs(e.Branch.Path, wd), Index: e.Index}
+		if e.Op != EditDel {
+			reqs[i].Mode = ModeName(e.Branch.Mode)
+		}
+	}
+	if _, err := controlCall(mountpoint, controlRequest{Op: "edit", Edits: reqs}); err != nil {
+		return fmt.Errorf("edit branches of %s: %w", mountpoint, err)
+	}
+	return nil
+}
+
 // isControlUnavailable says whether err means nobody answered on the socket.
 func isControlUnavailable(err error) bool {
 	var ce *controlError

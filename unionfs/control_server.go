@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -90,12 +91,10 @@ func (c *controlServer) handle(req controlRequest) controlResponse {
 	var err error
 	switch req.Op {
 	case "ls":
-	case "add":
-		err = c.add(req)
-	case "del":
-		err = c.del(req)
-	case "mod":
-		err = c.mod(req)
+	case "add", "del", "mod":
+		err = c.edit([]controlRequest{req})
+	case "edit":
+		err = c.edit(req.Edits)
 	case "unmount":
 		err = c.unmount()
 	default:
@@ -111,51 +110,68 @@ func (c *controlServer) handle(req controlRequest) controlResponse {
 	return resp
 }
 
-// add inserts a branch after checking the resulting stack.
-func (c *controlServer) add(req controlRequest) error {
+// edit makes the branch edits reqs (add, del, mod) to the live stack,
+// all or none: planBranchEdits checks the stacks they lead to, then
+// Server.EditBranches makes them under one lock.
+func (c *controlServer) edit(reqs []controlRequest) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	mode, err := ParseMode(req.Mode)
+	edits, err := planBranchEdits(c.srv.Branches(), reqs, c.mountpoint)
 	if err != nil {
-		return fmt.Errorf("add branch %s: %w", req.Path, err)
+		return err
 	}
-	stack, index, err := controlStackWith(c.srv.Branches(), Branch{Path: req.Path, Mode: mode}, req.Index, c.mountpoint)
-	if err != nil {
-		return fmt.Errorf("add branch %s: %w", req.Path, err)
-	}
-	if err := c.srv.AddBranch(stack[index], index); err != nil {
-		return fmt.Errorf("add branch %s: %w", req.Path, err)
-	}
-	return nil
+	return c.srv.EditBranches(edits)
 }
 
-// del removes a branch by path.
-func (c *controlServer) del(req controlRequest) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	path, err := controlFindBranch(c.srv.Branches(), req.Path)
-	if err != nil {
-		return fmt.Errorf("delete branch %s: %w", req.Path, err)
+// planBranchEdits plays the edit requests reqs (absolute paths) on stack
+// as the daemon will make them, and returns them as edits of branches by
+// their paths in the stack: an added branch's stack is checked as a
+// whole and against the mountpoint (controlStackWith), a deleted or
+// changed branch is found (controlFindBranch) and must not be the rw
+// branch. The first request that fails is reported.
+func planBranchEdits(stack []Branch, reqs []controlRequest, mountpoint string) ([]BranchEdit, error) {
+	edits := make([]BranchEdit, 0, len(reqs))
+	for _, r := range reqs {
+		op := EditOp(r.Op)
+		var mode Mode
+		if op == EditAdd || op == EditMod {
+			var err error
+			if mode, err = ParseMode(r.Mode); err != nil {
+				return nil, fmt.Errorf("%s branch %s: %w", op, r.Path, err)
+			}
+		}
+		switch op {
+		case EditAdd:
+			next, index, err := controlStackWith(stack, Branch{Path: r.Path, Mode: mode}, r.Index, mountpoint)
+			if err != nil {
+				return nil, fmt.Errorf("add branch %s: %w", r.Path, err)
+			}
+			edits = append(edits, BranchEdit{Op: EditAdd, Branch: next[index], Index: index})
+			stack = next
+			continue
+		case EditDel, EditMod:
+		default:
+			return nil, fmt.Errorf("%w: branch edit %q of %s: want add, del or mod", ErrBadSpec, r.Op, r.Path)
+		}
+		path, err := controlFindBranch(stack, r.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s branch %s: %w", op, r.Path, err)
+		}
+		i := slices.IndexFunc(stack, func(b Branch) bool { return b.Path == path })
+		switch {
+		case stack[i].Mode == RW:
+			return nil, specBadf("%s branch %s: it is the rw branch, which stays rw while mounted", op, r.Path)
+		case op == EditDel:
+			stack = slices.Delete(slices.Clone(stack), i, i+1)
+		case mode != RO && mode != RR:
+			return nil, specBadf("mod branch %s: only ro or rr can be set on a live mount", r.Path)
+		default:
+			stack = slices.Clone(stack)
+			stack[i].Mode = mode
+		}
+		edits = append(edits, BranchEdit{Op: op, Branch: Branch{Path: path, Mode: mode}})
 	}
-	if err := c.srv.DelBranch(path); err != nil {
-		return fmt.Errorf("delete branch %s: %w", req.Path, err)
-	}
-	return nil
-}
-
-// mod changes a branch's mode.
-func (c *controlServer) mod(req controlRequest) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	mode, err := ParseMode(req.Mode)
-	if err != nil {
-		return fmt.Errorf("mod branch %s: %w", req.Path, err)
-	}
-	path, err := controlFindBranch(c.srv.Branches(), req.Path)
-	if err != nil {
-		return fmt.Errorf("mod branch %s: %w", req.Path, err)
-	}
-	return c.srv.ModBranch(path, mode)
+	return edits, nil
 }
 
 // controlStackWith returns stack with b inserted at index (-1: at the

@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -26,18 +25,11 @@ func ParseBranchArg(s string) (Branch, error) {
 	return b, nil
 }
 
-// remountEdit is one change a remount makes to the live branch stack.
-type remountEdit struct {
-	op    string // "add", "del" or "mod"
-	b     Branch // the branch to add, delete (Path) or change (Path, Mode)
-	index int    // where to add it (0 = top, -1 = bottom)
-}
-
 // remountPlan is what `mount -o remount,...` asks of a live union: the
 // edits of its stack in the order given, and the changes to the mount's
 // flags.
 type remountPlan struct {
-	edits   []remountEdit
+	edits   []BranchEdit
 	on, off uintptr // MS_RDONLY, MS_NOSUID, ... to set and to clear
 }
 
@@ -134,44 +126,42 @@ func parseRemount(opts []string) (remountPlan, error) {
 
 // parseRemountEdit parses the argument of one branch edit: verb is add,
 // ins, append, prepend, del, mod, idel or imod.
-func parseRemountEdit(verb, arg string) (remountEdit, error) {
+func parseRemountEdit(verb, arg string) (BranchEdit, error) {
 	switch verb {
 	case "add", "ins":
 		idx, dir, ok := strings.Cut(arg, ":")
 		n, err := strconv.Atoi(idx)
 		if !ok || err != nil || n < 0 {
-			return remountEdit{}, specBadf("remount option %s:%s: want %s:INDEX:DIR[=MODE]", verb, arg, verb)
+			return BranchEdit{}, specBadf("remount option %s:%s: want %s:INDEX:DIR[=MODE]", verb, arg, verb)
 		}
 		b, err := ParseBranchArg(dir)
-		return remountEdit{op: "add", b: b, index: n}, err
+		return BranchEdit{Op: EditAdd, Branch: b, Index: n}, err
 	case "append", "prepend":
 		b, err := ParseBranchArg(arg)
 		idx := -1
 		if verb == "prepend" {
 			idx = 0
 		}
-		return remountEdit{op: "add", b: b, index: idx}, err
+		return BranchEdit{Op: EditAdd, Branch: b, Index: idx}, err
 	case "del":
 		if arg == "" {
-			return remountEdit{}, specBadf("remount option del: which branch?")
+			return BranchEdit{}, specBadf("remount option del: which branch?")
 		}
-		return remountEdit{op: "del", b: Branch{Path: arg}}, nil
+		return BranchEdit{Op: EditDel, Branch: Branch{Path: arg}}, nil
 	case "mod":
 		b, err := ParseBranchArg(arg)
 		if err == nil && !strings.Contains(arg, "=") {
 			err = specBadf("remount option mod:%s: want mod:DIR=MODE", arg)
 		}
-		return remountEdit{op: "mod", b: b}, err
+		return BranchEdit{Op: EditMod, Branch: b}, err
 	}
-	return remountEdit{}, specBadf("remount option %s:%s: branches are named by path (add:, del:, mod:)", verb, arg)
+	return BranchEdit{}, specBadf("remount option %s:%s: branches are named by path (add:, del:, mod:)", verb, arg)
 }
 
 // helperRemount serves `mount -o remount,...` of the union at mountpoint
-// (see parseRemount): the edits are checked as a whole against the live
-// stack (remountCheck), so a bad one changes nothing, then go to its
-// daemon through the control socket one by one (one the daemon still
-// refuses stops the rest and says which), then the flags are set by a
-// bind remount of the mountpoint.
+// (see parseRemount): its daemon makes the edits all or none
+// (ControlEditBranches), so a bad one changes nothing, then the flags are
+// set by a bind remount of the mountpoint.
 func helperRemount(opts []string, mountpoint string) error {
 	p, err := parseRemount(opts)
 	if err != nil {
@@ -180,19 +170,8 @@ func helperRemount(opts []string, mountpoint string) error {
 	if !IsMounted(mountpoint) {
 		return specBadf("remount %s: not a unionctl mount", mountpoint)
 	}
-	if err := remountCheck(p.edits, mountpoint); err != nil {
-		return fmt.Errorf("remount %s: %w", mountpoint, err)
-	}
-	for _, e := range p.edits {
-		switch e.op {
-		case "del":
-			err = ControlDelBranch(mountpoint, e.b.Path)
-		case "mod":
-			err = ControlModBranch(mountpoint, e.b.Path, e.b.Mode)
-		default:
-			err = ControlAddBranch(mountpoint, e.b, e.index)
-		}
-		if err != nil {
+	if len(p.edits) > 0 {
+		if err := ControlEditBranches(mountpoint, p.edits); err != nil {
 			return fmt.Errorf("remount %s: %w", mountpoint, err)
 		}
 	}
@@ -209,47 +188,6 @@ func helperRemount(opts []string, mountpoint string) error {
 	}
 	if err := unix.Mount("", mountpoint, "", unix.MS_REMOUNT|unix.MS_BIND|want, ""); err != nil {
 		return fmt.Errorf("remount %s: set the mount's flags: %w", mountpoint, err)
-	}
-	return nil
-}
-
-// remountCheck plays edits on the live stack of the union at mountpoint
-// as the daemon will, each checked as add, del and mod check theirs
-// (relative paths against the working directory), and returns the first
-// that would fail, before any is made.
-func remountCheck(edits []remountEdit, mountpoint string) error {
-	stack, mp, wd, err := controlLiveStack(mountpoint)
-	if err != nil {
-		return err
-	}
-	for _, e := range edits {
-		path := specAbs(e.b.Path, wd)
-		switch e.op {
-		case "add":
-			b := Branch{Path: path, Mode: e.b.Mode}
-			if stack, _, err = controlStackWith(stack, b, e.index, mp); err != nil {
-				return fmt.Errorf("add branch %s: %w", e.b.Path, err)
-			}
-			continue
-		}
-		found, err := controlFindBranch(stack, path)
-		if err != nil {
-			return fmt.Errorf("%s branch %s: %w", e.op, e.b.Path, err)
-		}
-		i := slices.IndexFunc(stack, func(b Branch) bool { return b.Path == found })
-		switch {
-		case stack[i].Mode == RW:
-			return specBadf("%s branch %s: it is the rw branch, which stays rw while mounted", e.op, e.b.Path)
-		case e.op == "del" && len(stack) == 1:
-			return specBadf("del branch %s: it is the only branch", e.b.Path)
-		case e.op == "del":
-			stack = slices.Delete(slices.Clone(stack), i, i+1)
-		case e.b.Mode != RO && e.b.Mode != RR:
-			return specBadf("mod branch %s: only ro or rr can be set on a live mount", e.b.Path)
-		default:
-			stack = slices.Clone(stack)
-			stack[i].Mode = e.b.Mode
-		}
 	}
 	return nil
 }

@@ -18,14 +18,14 @@ func TestParseRemount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []remountEdit{
-		{op: "add", b: Branch{Path: "/x", Mode: RO}, index: 1},
-		{op: "add", b: Branch{Path: "/y", Mode: RR}, index: 2},
-		{op: "add", b: Branch{Path: "z", Mode: RO}, index: -1},
-		{op: "add", b: Branch{Path: "/w", Mode: RO}, index: 0},
-		{op: "del", b: Branch{Path: "/v"}},
-		{op: "del", b: Branch{Path: "/u"}},
-		{op: "mod", b: Branch{Path: "/t", Mode: RR}},
+	want := []BranchEdit{
+		{Op: EditAdd, Branch: Branch{Path: "/x", Mode: RO}, Index: 1},
+		{Op: EditAdd, Branch: Branch{Path: "/y", Mode: RR}, Index: 2},
+		{Op: EditAdd, Branch: Branch{Path: "z", Mode: RO}, Index: -1},
+		{Op: EditAdd, Branch: Branch{Path: "/w", Mode: RO}, Index: 0},
+		{Op: EditDel, Branch: Branch{Path: "/v"}},
+		{Op: EditDel, Branch: Branch{Path: "/u"}},
+		{Op: EditMod, Branch: Branch{Path: "/t", Mode: RR}},
 	}
 	if !reflect.DeepEqual(p.edits, want) {
 		t.Errorf("edits %+v\nwant %+v", p.edits, want)

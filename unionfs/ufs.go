@@ -3,6 +3,7 @@ package unionfs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -274,6 +275,18 @@ func (u *ufs) keepFd(fd int) {
 	u.rootsMu.Lock()
 	u.rootFds = append(u.rootFds, fd)
 	u.rootsMu.Unlock()
+}
+
+// dropBranchRoot closes the root descriptor of b, a branch that never
+// made it into the stack, and forgets it.
+func (u *ufs) dropBranchRoot(b *branch) {
+	u.rootsMu.Lock()
+	defer u.rootsMu.Unlock()
+	if i := slices.Index(u.rootFds, b.rootFd); i >= 0 {
+		u.rootFds = slices.Delete(u.rootFds, i, i+1)
+		syscall.Close(b.rootFd)
+	}
+	b.rootFd = -1
 }
 
 // closeBranchRoots closes the branch roots once nothing is served.

@@ -481,6 +481,10 @@ mount -t fuse3.unionctl -o dirs=./home:./company none ./mnt
 : > company/.wh.bonus
 if mount -o remount,append:./extra,del:./nope ./mnt 2>&1; then echo took a bad edit; fi
 unionctl branch ls ./mnt | grep -c "$PWD/" || true
+exec 3<mnt/code
+if mount -o remount,append:./extra,del:./company ./mnt 2>&1; then echo took a busy delete; fi
+exec 3<&-
+unionctl branch ls ./mnt | grep -c "$PWD/" || true
 mount -o remount,append:./extra ./mnt
 ls mnt
 echo --
@@ -499,13 +503,21 @@ if mount -o remount,mod:./home=ro ./mnt 2>&1; then echo changed the rw branch; f
 umount "$MNT"
 `
 	out := e.mountScript(script)
-	// The bad edit (del of no branch) is refused before the good one
-	// (append) is made: the stack keeps its 2 branches.
-	bad := "is not a branch of this mount"
+	// A bad edit (del of no branch) and one the daemon refuses (del of
+	// a branch with a file open) are refused with the good one before
+	// them (append): the stack keeps its 2 branches.
+	bad, busy := "is not a branch of this mount", "1 open files"
 	names := "code\neat\nmeeting\nsleep\n--\n"
 	want := names + "bonus\n" + names + names + names
-	if i := strings.Index(out, bad); i < 0 || !strings.HasPrefix(out[strings.Index(out[i:], "\n")+i+1:], "2\n"+want) ||
-		!strings.Contains(out, "stays rw while mounted") || strings.Contains(out, "took a bad edit") ||
+	afterLine := func(s, sub string) string {
+		i := strings.Index(s, sub)
+		if i < 0 {
+			return ""
+		}
+		return s[strings.Index(s[i:], "\n")+i+1:]
+	}
+	if rest := afterLine(out, bad); !strings.HasPrefix(rest, "2\n") || !strings.HasPrefix(afterLine(rest, busy), "2\n"+want) ||
+		!strings.Contains(out, "stays rw while mounted") || strings.Contains(out, "took a bad edit") || strings.Contains(out, "took a busy delete") ||
 		strings.Contains(out, "wrote to a ro remount") || strings.Contains(out, "changed the rw branch") {
 		t.Errorf("mount(8) output:\n%s\nwant it to start with\n%s and refuse to change the rw branch", out, want)
 	}
