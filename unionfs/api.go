@@ -46,12 +46,21 @@ type Options struct {
 	// branch changed from outside shows through after them (aufs udba).
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	// Notify watches the branches (fanotify; kernel 5.9+ and
-	// CAP_SYS_ADMIN, else Mount fails) and drops what the daemon and the
-	// kernel cached of a name changed in one from outside, so the change
-	// shows at once while the timeouts may be long (aufs udba=notify).
-	// Files of the rw branch keep attributes for no more than 1 s: a
-	// write to one from outside shows after that (see branchWatcher).
+	// CAP_SYS_ADMIN, else Mount fails unless RevalFallback) and drops
+	// what the daemon and the kernel cached of a name changed in one
+	// from outside, so the change shows at once while the timeouts may
+	// be long (aufs udba=notify). Files of the rw branch keep attributes
+	// for no more than 1 s: a write to one from outside shows after that
+	// (see branchWatcher). A branch added live that cannot be watched is
+	// refused.
 	Notify bool
+	// RevalFallback, with Notify, mounts a union whose branches cannot
+	// be watched (no CAP_SYS_ADMIN, fanotify's limit of groups per user
+	// reached, a branch file system fanotify cannot name files of)
+	// with udba=reval instead of failing: Notify goes off and the
+	// timeouts of a day (udba=notify's) become its 1 s; the reason is
+	// logged. The default udba sets it; an explicit udba=notify does not.
+	RevalFallback bool
 	// Passthrough lets the kernel read and write opened files directly
 	// (FUSE passthrough, kernel 6.9+), decided per handle: never for a
 	// handle whose file could still be copied up, unless

@@ -66,13 +66,23 @@ func (s *Server) EditBranches(edits []BranchEdit) error {
 	if err != nil {
 		return err
 	}
+	drop := func() {
+		for _, nb := range added {
+			if u.watcher != nil {
+				u.watcher.unwatch(nb)
+			}
+			u.dropBranchRoot(nb)
+		}
+	}
+	if err := u.watchAdded(added); err != nil {
+		drop()
+		return err
+	}
 	u.lockNS()
 	next, modes, err := u.playEditsLocked(edits, added)
 	if err != nil {
 		u.ns.Unlock()
-		for _, nb := range added {
-			u.dropBranchRoot(nb)
-		}
+		drop()
 		return err
 	}
 	old := u.branches
@@ -98,12 +108,9 @@ func (s *Server) EditBranches(edits []BranchEdit) error {
 	}
 	for _, nb := range added {
 		if slices.Contains(next, nb) {
-			if u.watcher != nil {
-				if err := u.watcher.addBranch(nb); err != nil {
-					u.watcher.report(err)
-				}
-			}
 			changed = append(changed, nb)
+		} else if u.watcher != nil {
+			u.watcher.unwatch(nb) // added and deleted by the same edits
 		}
 	}
 	for b := range modes {
@@ -141,6 +148,22 @@ func (u *ufs) openAddedBranches(edits []BranchEdit) (map[int]*branch, error) {
 		added[i] = nb
 	}
 	return added, nil
+}
+
+// watchAdded has the branch watcher (udba=notify) watch the branches
+// edits add, before they join the stack: one it cannot watch (a file
+// system fanotify cannot name files of, the mark limit) is refused, as
+// changes made to it from outside would never show.
+func (u *ufs) watchAdded(added map[int]*branch) error {
+	if u.watcher == nil {
+		return nil
+	}
+	for _, nb := range added {
+		if err := u.watcher.addBranch(nb); err != nil {
+			return fmt.Errorf("add branch %s: %w (udba=notify cannot watch it, so changes made to it from outside would not show; mount with udba=reval to use it)", nb.path, err)
+		}
+	}
+	return nil
 }
 
 // openAddedBranch checks b, a branch to add, and opens its root.

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unionstack/unionstack/internal/testenv"
 )
 
 // eventually retries check until it returns nil, failing after a
@@ -340,5 +343,154 @@ func TestNotifyOverflowDropsAll(t *testing.T) {
 	}
 	if got, err := lsNames(tu.m("d")); got != "x y" || err != nil {
 		t.Errorf("after an overflow ls d = %q, %v", got, err)
+	}
+}
+
+// TestDefaultUdbaIsNotify: without udba= a mount watches its branches
+// (a change from outside shows at once) and falls back to udba=reval
+// where it cannot; an explicit udba= is taken as given.
+func TestDefaultUdbaIsNotify(t *testing.T) {
+	cases := []struct {
+		opts             string
+		notify, fallback bool
+		timeout          time.Duration
+	}{
+		{"dirs=/a:/b", true, true, udbaNoneTimeout},
+		{"dirs=/a:/b,udba=notify", true, false, udbaNoneTimeout},
+		{"dirs=/a:/b,udba=reval", false, false, udbaRevalTimeout},
+		{"dirs=/a:/b,udba=none", false, false, udbaNoneTimeout},
+	}
+	for _, c := range cases {
+		spec, err := ParseOptions(c.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := spec.Options
+		if o.Notify != c.notify || o.RevalFallback != c.fallback || o.EntryTimeout != c.timeout || o.NegativeTimeout != c.timeout {
+			t.Errorf("%s: notify %v, fallback %v, timeouts %v/%v; want %v, %v, %v", c.opts, o.Notify, o.RevalFallback, o.EntryTimeout, o.NegativeTimeout, c.notify, c.fallback, c.timeout)
+		}
+	}
+
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	if tu.srv.u.watcher == nil {
+		t.Fatal("the default mount watches no branch")
+	}
+	mustExist(t, tu.m("f"))
+	mustNotExist(t, tu.m("new"))
+	writeFile(t, tu.b(1, "new"), "")
+	eventually(t, "a file made in the ro branch from outside shows", func() error {
+		_, err := os.Stat(tu.m("new"))
+		return err
+	})
+}
+
+// TestNotifyFallsBackToReval: where no fanotify group can be made (here
+// the kernel's limit of groups per user, fs.fanotify.max_user_groups, is
+// set to 0 meanwhile), the default udba mounts as udba=reval: 1 s
+// timeouts, a change from outside showing after them; an explicit
+// udba=notify fails, naming the limit.
+func TestNotifyFallsBackToReval(t *testing.T) {
+	needFUSE(t)
+	const limit = "/proc/sys/fs/fanotify/max_user_groups"
+	old, err := os.ReadFile(limit)
+	testenv.Need(t, err == nil, fmt.Sprintf("%s: %v", limit, err))
+	if err := os.WriteFile(limit, []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(limit, old, 0); err != nil {
+			t.Errorf("restore %s: %v", limit, err)
+		}
+	})
+
+	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	br, mnt := filepath.Join(dir, "br"), filepath.Join(dir, "mnt")
+	for _, d := range []string{br, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if srv, err := Mount([]Branch{{Path: br, Mode: RO}}, mnt, explicit.Options); err == nil {
+		_ = srv.Unmount()
+		t.Fatal("udba=notify mounted without a fanotify group")
+	} else if !strings.Contains(err.Error(), "max_user_groups") {
+		t.Errorf("udba=notify without a group: %v; want it to name the limit", err)
+	}
+
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	u := tu.srv.u
+	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
+		t.Fatalf("fallen back to watcher %v, notify %v, timeouts %v/%v/%v; want none, udba=reval's", u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
+	}
+	mustNotExist(t, tu.m("new"))
+	writeFile(t, tu.b(1, "new"), "")
+	eventually(t, "a file made in the ro branch from outside shows after udba=reval's timeout", func() error {
+		_, err := os.Stat(tu.m("new"))
+		return err
+	})
+}
+
+// TestNotifyUnwatchableBranch: a branch fanotify cannot name files of
+// (procfs here) is refused when added live to a watched union, which
+// stays as it was, and makes a default mount fall back to udba=reval.
+func TestNotifyUnwatchableBranch(t *testing.T) {
+	const unwatchable = "/proc/sys/fs"
+	if _, err := os.Stat(unwatchable); err != nil {
+		testenv.Need(t, false, fmt.Sprintf("%s: %v", unwatchable, err))
+	}
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	if tu.srv.u.watcher == nil {
+		t.Fatal("the default mount watches no branch")
+	}
+	before := tu.srv.Branches()
+	tu.srv.u.rootsMu.Lock()
+	fds := len(tu.srv.u.rootFds)
+	tu.srv.u.rootsMu.Unlock()
+	err = tu.srv.AddBranch(Branch{Path: unwatchable, Mode: RO}, -1)
+	if err == nil || !strings.Contains(err.Error(), "cannot watch") {
+		t.Errorf("adding %s to a watched union: %v; want it refused as unwatchable", unwatchable, err)
+	}
+	if got := tu.srv.Branches(); len(got) != len(before) {
+		t.Errorf("stack after the refused add: %v, want %v", got, before)
+	}
+	tu.srv.u.rootsMu.Lock()
+	if got := len(tu.srv.u.rootFds); got != fds {
+		t.Errorf("the refused add left %d branch descriptors open, want %d", got, fds)
+	}
+	tu.srv.u.rootsMu.Unlock()
+
+	dir := t.TempDir()
+	rw, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "mnt")
+	for _, d := range []string{rw, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: unwatchable, Mode: RO}}, mnt, spec.Options)
+	if err != nil {
+		t.Fatalf("default mount over %s: %v", unwatchable, err)
+	}
+	defer srv.Unmount()
+	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
+		t.Errorf("default mount over %s: watcher %v, entry timeout %v; want udba=reval", unwatchable, srv.u.watcher, srv.u.opts.EntryTimeout)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "file-max")); err != nil {
+		t.Errorf("the procfs branch through the union: %v", err)
 	}
 }

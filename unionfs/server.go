@@ -3,6 +3,7 @@ package unionfs
 import (
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"syscall"
 	"time"
@@ -153,11 +154,8 @@ func newUnion(branches []Branch, opts Options) (_ *ufs, _ *node, _ *fs.Options, 
 	// A union without an rw branch never copies up (none can be added
 	// later), so passing its lower files through costs nothing.
 	u.ptLower = opts.Passthrough && (opts.PassthroughLower || rw == nil)
-	if ttl := min(opts.EntryTimeout, opts.NegativeTimeout); ttl >= minNameCacheTTL {
-		u.names = newNameCache(ttl)
-	}
+	u.useNameCache()
 	for _, b := range brs {
-		b.cache = u.branchCache(b)
 		if err := u.openBranchRoot(b); err != nil {
 			return nil, nil, nil, fmt.Errorf("branch %s: %w", b.path, err)
 		}
@@ -187,11 +185,41 @@ func newUnion(branches []Branch, opts Options) (_ *ufs, _ *node, _ *fs.Options, 
 
 	if opts.Notify {
 		if u.watcher, err = newBranchWatcher(u); err != nil {
-			return nil, nil, nil, fmt.Errorf("udba=notify: %w", err)
+			if !opts.RevalFallback {
+				return nil, nil, nil, fmt.Errorf("udba=notify: %w", err)
+			}
+			log.Printf("udba=notify: %v; using udba=reval (outside changes to the branches show within %v)", err, udbaRevalTimeout)
+			u.fallBackToReval()
 		}
 	}
-	fsopts := fuseOptions(opts)
+	fsopts := fuseOptions(u.opts)
 	return u, root, fsopts, nil
+}
+
+// useNameCache gives the union a name cache for the lower branches when
+// its timeouts are long enough to be worth one (minNameCacheTTL), or
+// none, and each branch the one it uses (see branchCache).
+func (u *ufs) useNameCache() {
+	u.names = nil
+	if ttl := min(u.opts.EntryTimeout, u.opts.NegativeTimeout); ttl >= minNameCacheTTL {
+		u.names = newNameCache(ttl)
+	}
+	for _, b := range u.branches {
+		b.cache = u.branchCache(b)
+	}
+}
+
+// fallBackToReval turns udba=notify, whose watcher could not be made,
+// into udba=reval before the union is served (Options.RevalFallback):
+// the timeouts of a day become 1 s, and the name cache follows them.
+func (u *ufs) fallBackToReval() {
+	u.opts.Notify = false
+	for _, d := range []*time.Duration{&u.opts.EntryTimeout, &u.opts.AttrTimeout, &u.opts.NegativeTimeout} {
+		if *d == udbaNoneTimeout {
+			*d = udbaRevalTimeout
+		}
+	}
+	u.useNameCache()
 }
 
 // fuseOptions are the go-fuse options a union with opts (defaults

@@ -40,7 +40,8 @@ type MountSpec struct {
 	NoSuid, NoDev bool
 }
 
-// The cache lifetimes of the aufs udba levels. reval is the default.
+// The cache lifetimes of the aufs udba levels. notify is the default
+// where the branches can be watched, else reval (Options.RevalFallback).
 // Options treats a zero timeout as "the default", so a timeout of 0 in
 // a spec ("no caching") is passed as a negative one, which Options turns
 // into 0 for the kernel. Not one nanosecond: the kernel rounds a timeout
@@ -158,9 +159,11 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //
 //	dirs=BR[=MODE]:...  (also br=, br:)  the branch stack, leftmost on top
 //	udba=none|reval|notify  how soon outside changes to branches show:
-//	                    never (cache 24h), after 1s (default), at once
-//	                    (cache 24h, branches watched: Options.Notify;
-//	                    also aufs's udba=fsnotify)
+//	                    never (cache 24h), after 1s, at once (cache 24h,
+//	                    branches watched: Options.Notify; also aufs's
+//	                    udba=fsnotify). Default: notify where the branches
+//	                    can be watched (as root), else reval
+//	                    (Options.RevalFallback)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw
@@ -184,9 +187,11 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 // timeouts always win over udba.
 func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 	spec.Options = Options{
-		EntryTimeout:    udbaRevalTimeout,
-		AttrTimeout:     udbaRevalTimeout,
-		NegativeTimeout: udbaRevalTimeout,
+		EntryTimeout:    udbaNoneTimeout,
+		AttrTimeout:     udbaNoneTimeout,
+		NegativeTimeout: udbaNoneTimeout,
+		Notify:          true,
+		RevalFallback:   true,
 		Passthrough:     true,
 		FSName:          "unionctl",
 		AllowOther:      os.Geteuid() == 0,
@@ -212,6 +217,7 @@ func ParseOptionsAt(opts string, base string) (spec MountSpec, err error) {
 		case key == "udba":
 			var d time.Duration
 			spec.Options.Notify = val == "notify" || val == "fsnotify"
+			spec.Options.RevalFallback = false
 			switch val {
 			case "none", "notify", "fsnotify":
 				d = udbaNoneTimeout

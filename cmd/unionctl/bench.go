@@ -48,9 +48,11 @@ func newBenchFSCmd() *cobra.Command {
 4k random read, cold and warm stat walks, create, unlink of lower files and
 copy-up of a large file, through kernel overlayfs, fuse-overlayfs,
 unionfs-fuse and unionstack's unionfs (mounted by this unionctl binary), three
-times: with its defaults (udba=reval: outside changes to a branch show within
-1 s; passthrough=on: descriptors opened before a copy-up see the data written
-after it), as unionfs-udba-none, caching as long as fuse-overlayfs does, and
+times: with its defaults (udba=notify as root: cached for a day with the
+branches watched, so outside changes to a branch show at once;
+passthrough=on: descriptors opened before a copy-up see the data written
+after it), as unionfs-udba-none, caching as long as fuse-overlayfs does
+without watching, and
 as unionfs-fast (udba=notify,passthrough=all: cached for a day with the
 branches watched, lower files read by the kernel; a descriptor opened
 before a copy-up keeps reading the lower file).

@@ -26,7 +26,8 @@ top branch may be rw; a stack without an rw branch is a read-only union.
 Relative branch paths are taken against the working directory.
 
 The branches may be given as the first argument or inside -o. Other -o
-options: udba=none|reval|notify, entry_timeout=, attr_timeout=,
+options: udba=none|reval|notify (default: notify where the branches can be
+watched, as root, else reval), entry_timeout=, attr_timeout=,
 negative_timeout= (seconds), passthrough=on|off|all, fsname=NAME, allow_other,
 debug, ro, noexec, noatime, nodiratime, nosuid, nodev (a union mounted by
 root honours set-user-ID programs, file capabilities and device nodes
