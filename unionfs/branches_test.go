@@ -214,10 +214,7 @@ func TestEditBranchesAllOrNone(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(extra, "added"), "")
 	writeFile(t, filepath.Join(extra, "hidden"), "")
-	before := tu.srv.Branches()
-	tu.srv.u.rootsMu.Lock()
-	fds := len(tu.srv.u.rootFds)
-	tu.srv.u.rootsMu.Unlock()
+	before, fds := tu.srv.Branches(), rootFdCount(tu.srv.u)
 	batch := []BranchEdit{
 		{Op: EditAdd, Branch: Branch{Path: extra, Mode: RO}, Index: -1},
 		{Op: EditMod, Branch: Branch{Path: extra, Mode: RR}},
@@ -236,11 +233,9 @@ func TestEditBranchesAllOrNone(t *testing.T) {
 	if got := tu.srv.Branches(); !reflect.DeepEqual(got, before) {
 		t.Errorf("stack after the refused batch = %v, want %v", got, before)
 	}
-	tu.srv.u.rootsMu.Lock()
-	if got := len(tu.srv.u.rootFds); got != fds {
+	if got := rootFdCount(tu.srv.u); got != fds {
 		t.Errorf("the refused batch left %d branch descriptors open, want %d", got, fds)
 	}
-	tu.srv.u.rootsMu.Unlock()
 	if got, want := listDir(t, tu.mnt), []string{"low", "shared"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("ls after the refused batch = %v, want %v", got, want)
 	}
@@ -265,4 +260,11 @@ func TestEditBranchesAllOrNone(t *testing.T) {
 	if got, want := listDir(t, tu.mnt), []string{"added", "hidden"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("ls after the batch = %v, want %v", got, want)
 	}
+}
+
+// rootFdCount is how many branch descriptors u keeps open.
+func rootFdCount(u *ufs) int {
+	u.rootsMu.Lock()
+	defer u.rootsMu.Unlock()
+	return len(u.rootFds)
 }

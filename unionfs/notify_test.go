@@ -380,10 +380,18 @@ func TestDefaultUdbaIsNotify(t *testing.T) {
 		t.Fatal("the default mount watches no branch")
 	}
 	mustExist(t, tu.m("f"))
-	mustNotExist(t, tu.m("new"))
-	writeFile(t, tu.b(1, "new"), "")
+	outsideFileShows(t, tu, "new")
+}
+
+// outsideFileShows makes name in the first read-only branch of tu from
+// outside, after its absence is cached, and waits for the union to show
+// it.
+func outsideFileShows(t *testing.T, tu *testUnion, name string) {
+	t.Helper()
+	mustNotExist(t, tu.m(name))
+	writeFile(t, tu.b(1, name), "")
 	eventually(t, "a file made in the ro branch from outside shows", func() error {
-		_, err := os.Stat(tu.m("new"))
+		_, err := os.Stat(tu.m(name))
 		return err
 	})
 }
@@ -434,12 +442,7 @@ func TestNotifyFallsBackToReval(t *testing.T) {
 	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
 		t.Fatalf("fallen back to watcher %v, notify %v, timeouts %v/%v/%v; want none, udba=reval's", u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
 	}
-	mustNotExist(t, tu.m("new"))
-	writeFile(t, tu.b(1, "new"), "")
-	eventually(t, "a file made in the ro branch from outside shows after udba=reval's timeout", func() error {
-		_, err := os.Stat(tu.m("new"))
-		return err
-	})
+	outsideFileShows(t, tu, "new") // after udba=reval's timeout
 }
 
 // TestNotifyUnwatchableBranch: a branch fanotify cannot name files of
@@ -458,10 +461,7 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 	if tu.srv.u.watcher == nil {
 		t.Fatal("the default mount watches no branch")
 	}
-	before := tu.srv.Branches()
-	tu.srv.u.rootsMu.Lock()
-	fds := len(tu.srv.u.rootFds)
-	tu.srv.u.rootsMu.Unlock()
+	before, fds := tu.srv.Branches(), rootFdCount(tu.srv.u)
 	err = tu.srv.AddBranch(Branch{Path: unwatchable, Mode: RO}, -1)
 	if err == nil || !strings.Contains(err.Error(), "cannot watch") {
 		t.Errorf("adding %s to a watched union: %v; want it refused as unwatchable", unwatchable, err)
@@ -469,11 +469,9 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 	if got := tu.srv.Branches(); len(got) != len(before) {
 		t.Errorf("stack after the refused add: %v, want %v", got, before)
 	}
-	tu.srv.u.rootsMu.Lock()
-	if got := len(tu.srv.u.rootFds); got != fds {
+	if got := rootFdCount(tu.srv.u); got != fds {
 		t.Errorf("the refused add left %d branch descriptors open, want %d", got, fds)
 	}
-	tu.srv.u.rootsMu.Unlock()
 
 	dir := t.TempDir()
 	rw, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "mnt")
