@@ -339,9 +339,10 @@ func treeDiff(want, got map[string]string) []string {
 }
 
 // modelOptionSets are the mount options the model runs under: the
-// defaults (udba=reval), long caches, watched branches with lower files
-// passed through, and no passthrough.
-var modelOptionSets = []string{"", "udba=none", "udba=notify,passthrough=all", "passthrough=off"}
+// defaults (udba=notify, as root), short caches (udba=reval), long
+// caches, watched branches with lower files passed through, and no
+// passthrough.
+var modelOptionSets = []string{"", "udba=reval", "udba=none", "udba=notify,passthrough=all", "passthrough=off"}
 
 // TestModelRandomOps: see the comment at the top of this file. Each set
 // of options and seed is a subtest, run by root and again by nobody
