@@ -86,6 +86,11 @@ func (s *Server) EditBranches(edits []BranchEdit) error {
 		return err
 	}
 	old := u.branches
+	if slices.Equal(old, next) && len(modes) == 0 {
+		u.ns.Unlock()
+		drop() // branches added and deleted again, if any
+		return nil
+	}
 	u.branches = next
 	for b, m := range modes {
 		b.mode.Store(int32(m))
@@ -109,17 +114,18 @@ func (s *Server) EditBranches(edits []BranchEdit) error {
 	for _, nb := range added {
 		if slices.Contains(next, nb) {
 			changed = append(changed, nb)
-		} else if u.watcher != nil {
-			u.watcher.unwatch(nb) // added and deleted by the same edits
+		} else {
+			// Added and deleted by the same edits: nothing saw it.
+			if u.watcher != nil {
+				u.watcher.unwatch(nb)
+			}
+			u.dropBranchRoot(nb)
 		}
 	}
 	for b := range modes {
 		if slices.Contains(next, b) && !slices.Contains(changed, b) {
 			changed = append(changed, b)
 		}
-	}
-	if len(changed) == 0 {
-		return nil
 	}
 	u.notifyIncEpoch()
 	for _, b := range changed {

@@ -260,6 +260,21 @@ func TestEditBranchesAllOrNone(t *testing.T) {
 	if got, want := listDir(t, tu.mnt), []string{"added", "hidden"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("ls after the batch = %v, want %v", got, want)
 	}
+
+	// A branch added and deleted by one batch leaves nothing behind.
+	fds = rootFdCount(tu.srv.u)
+	if err := tu.srv.EditBranches([]BranchEdit{
+		{Op: EditAdd, Branch: Branch{Path: tu.branches[1], Mode: RO}, Index: 1},
+		{Op: EditDel, Branch: Branch{Path: tu.branches[1]}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tu.srv.Branches(); !reflect.DeepEqual(got, want) {
+		t.Errorf("stack after adding and deleting a branch = %v, want %v", got, want)
+	}
+	if got := rootFdCount(tu.srv.u); got != fds {
+		t.Errorf("adding and deleting a branch left %d branch descriptors open, want %d", got, fds)
+	}
 }
 
 // rootFdCount is how many branch descriptors u keeps open.
