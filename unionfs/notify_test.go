@@ -492,3 +492,39 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 		t.Errorf("the procfs branch through the union: %v", err)
 	}
 }
+
+// TestNotifyWatcherStops: unmounting a watched union ends the watcher's
+// wait for events (it waits in poll(2), woken by an eventfd) and closes
+// its fanotify group and eventfd.
+func TestNotifyWatcherStops(t *testing.T) {
+	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	w := tu.srv.u.watcher
+	fdLink := func(fd int) string {
+		target, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		return target
+	}
+	w.mu.Lock()
+	group, wake := w.fd, w.wake
+	w.mu.Unlock()
+	if !strings.Contains(fdLink(group), "fanotify") || !strings.Contains(fdLink(wake), "eventfd") {
+		t.Fatalf("watcher descriptors %d -> %q, %d -> %q; want a fanotify group and an eventfd", group, fdLink(group), wake, fdLink(wake))
+	}
+	tu.unmount(t)
+	eventually(t, "the watcher stops", func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.running || w.fd >= 0 {
+			return fmt.Errorf("running %v, group descriptor %d", w.running, w.fd)
+		}
+		return nil
+	})
+	for _, fd := range []int{group, wake} {
+		if l := fdLink(fd); strings.Contains(l, "fanotify") || strings.Contains(l, "eventfd") {
+			t.Errorf("descriptor %d still open: %q", fd, l)
+		}
+	}
+}
