@@ -212,6 +212,15 @@ type dirSnapshot struct {
 	listed  *listedTops // where the listing found its files; may be nil
 }
 
+// names returns the snapshot's names in offset order.
+func (s *dirSnapshot) names() []string {
+	out := make([]string, 0, len(s.entries))
+	for _, e := range s.entries {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
 // HasNext reports whether entries are left.
 func (s *dirSnapshot) HasNext() bool { return s.idx < len(s.entries) }
 

@@ -30,6 +30,8 @@ type dirHandle struct {
 
 	mu sync.Mutex
 	ds *dirSnapshot
+	// aheadTried says a statAhead was considered for ds's listing.
+	aheadTried bool
 }
 
 // OpendirHandle snapshots the listing of n. The handle lets the kernel
@@ -102,6 +104,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		if errno == 0 {
 			d.ds = d.n.dirCacheRewind(ents, d.n.u.listingWindow())
 			d.ds.listed = lt
+			d.aheadTried = false
 			return 0
 		}
 	}
@@ -203,6 +206,12 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	d.mu.Lock()
 	lt, fd, fdBr := d.ds.listed, d.fd, d.fdBr
+	if lt != nil && !d.aheadTried {
+		// The kernel asks for a name it does not hold: a walk. State
+		// the rest of the listing ahead of it (see statAhead).
+		d.aheadTried = true
+		lt.ahead.Store(startStatAhead(lt, d.ds.names(), name, fd, fdBr))
+	}
 	d.mu.Unlock()
 	if lt != nil {
 		if in, ok := d.n.lookupListed(ctx, lt, name, out, fd, fdBr); ok {

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -211,6 +212,7 @@ type listedTops struct {
 	seq   uint64    // ufs.nsSeq when listed
 	taken time.Time // when listed
 	tops  map[string]dirent
+	ahead atomic.Pointer[statAhead] // stats of its lower files taken ahead
 }
 
 // maxListedAge bounds the age of a listedTops that lookups trust.
@@ -235,7 +237,9 @@ func (n *node) lookupListed(ctx context.Context, lt *listedTops, name string, ou
 	}
 	var st syscall.Stat_t
 	var err error
-	if dirFd >= 0 && dirBr == d.br {
+	if lt.ahead.Load().take(name, &st) {
+		// Taken after the listing, with nothing changed since (nsSeq).
+	} else if dirFd >= 0 && dirBr == d.br {
 		// x/sys/unix's Stat_t is the kernel's struct stat, as syscall's is.
 		err = unix.Fstatat(dirFd, name, (*unix.Stat_t)(unsafe.Pointer(&st)), unix.AT_SYMLINK_NOFOLLOW)
 	} else {
