@@ -87,6 +87,11 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.ds.HasNext() {
+		if d.ds.listed != nil {
+			// The listing is through: its stats taken ahead go (the
+			// handle may stay open long).
+			d.ds.listed.ahead.Store(nil)
+		}
 		return nil, 0
 	}
 	e, errno := d.ds.Next()
