@@ -371,14 +371,7 @@ func TestDefaultUdbaIsNotify(t *testing.T) {
 		}
 	}
 
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
-	if tu.srv.u.watcher == nil {
-		t.Fatal("the default mount watches no branch")
-	}
+	tu := mountDefaultWatched(t)
 	mustExist(t, tu.m("f"))
 	outsideFileShows(t, tu, "new")
 }
@@ -453,16 +446,9 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 	if _, err := os.Stat(unwatchable); err != nil {
 		testenv.Need(t, false, fmt.Sprintf("%s: %v", unwatchable, err))
 	}
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
-	if tu.srv.u.watcher == nil {
-		t.Fatal("the default mount watches no branch")
-	}
+	tu := mountDefaultWatched(t)
 	before, fds := tu.srv.Branches(), rootFdCount(tu.srv.u)
-	err = tu.srv.AddBranch(Branch{Path: unwatchable, Mode: RO}, -1)
+	err := tu.srv.AddBranch(Branch{Path: unwatchable, Mode: RO}, -1)
 	if err == nil || !strings.Contains(err.Error(), "cannot watch") {
 		t.Errorf("adding %s to a watched union: %v; want it refused as unwatchable", unwatchable, err)
 	}
@@ -479,6 +465,10 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
 	}
 	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: unwatchable, Mode: RO}}, mnt, spec.Options)
 	if err != nil {
@@ -527,4 +517,20 @@ func TestNotifyWatcherStops(t *testing.T) {
 			t.Errorf("descriptor %d still open: %q", fd, l)
 		}
 	}
+}
+
+// mountDefaultWatched mounts an rw branch over a read-only one holding f
+// with the options a mount without any gets, and checks it watches its
+// branches.
+func mountDefaultWatched(t *testing.T) *testUnion {
+	t.Helper()
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	if tu.srv.u.watcher == nil {
+		t.Fatal("the default mount watches no branch")
+	}
+	return tu
 }
