@@ -389,63 +389,71 @@ func outsideFileShows(t *testing.T, tu *testUnion, name string) {
 	})
 }
 
-// TestNotifyFallsBackToReval: where no fanotify group can be made (here
-// the kernel's limit of groups per user, fs.fanotify.max_user_groups, is
-// set to 0 meanwhile), the default udba mounts as udba=reval: 1 s
+// unwatchable is a directory fanotify cannot name files of (procfs has
+// no file handles), so no branch watcher can mark it.
+const unwatchable = "/proc/sys/fs"
+
+// needUnwatchable skips a test when unwatchable is missing.
+func needUnwatchable(t *testing.T) {
+	t.Helper()
+	_, err := os.Stat(unwatchable)
+	testenv.Need(t, err == nil, fmt.Sprintf("%s: %v", unwatchable, err))
+}
+
+// TestNotifyFallsBackToReval: where the branches cannot be watched (here
+// one is a procfs directory; without CAP_SYS_ADMIN, or past
+// fs.fanotify.max_user_groups, it is the group that cannot be made, and
+// the same path follows), the default udba mounts as udba=reval: 1 s
 // timeouts, a change from outside showing after them; an explicit
-// udba=notify fails, naming the limit.
+// udba=notify fails, naming the branch. (The group limit itself is not
+// lowered here: it is the whole host's, and tests of other packages
+// mount with udba=notify meanwhile.)
 func TestNotifyFallsBackToReval(t *testing.T) {
 	needFUSE(t)
-	const limit = "/proc/sys/fs/fanotify/max_user_groups"
-	old, err := os.ReadFile(limit)
-	testenv.Need(t, err == nil, fmt.Sprintf("%s: %v", limit, err))
-	if err := os.WriteFile(limit, []byte("0"), 0); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(limit, old, 0); err != nil {
-			t.Errorf("restore %s: %v", limit, err)
-		}
-	})
-
+	needUnwatchable(t)
 	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	br, mnt := filepath.Join(dir, "br"), filepath.Join(dir, "mnt")
-	for _, d := range []string{br, mnt} {
+	rw, lower, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "lower"), filepath.Join(dir, "mnt")
+	for _, d := range []string{rw, lower, mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if srv, err := Mount([]Branch{{Path: br, Mode: RO}}, mnt, explicit.Options); err == nil {
+	branches := []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}, {Path: unwatchable, Mode: RO}}
+	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
 		_ = srv.Unmount()
-		t.Fatal("udba=notify mounted without a fanotify group")
-	} else if !strings.Contains(err.Error(), "max_user_groups") {
-		t.Errorf("udba=notify without a group: %v; want it to name the limit", err)
+		t.Fatal("udba=notify mounted over a branch it cannot watch")
+	} else if !strings.Contains(err.Error(), unwatchable) {
+		t.Errorf("udba=notify over %s: %v; want it to name the branch", unwatchable, err)
 	}
 
 	spec, err := ParseOptions("dirs=/a:/b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
-	u := tu.srv.u
+	srv, err := Mount(branches, mnt, spec.Options)
+	if err != nil {
+		t.Fatalf("default mount over %s: %v", unwatchable, err)
+	}
+	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, lower, unwatchable}}
+	t.Cleanup(func() { tu.unmount(t) })
+	u := srv.u
 	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
 		t.Fatalf("fallen back to watcher %v, notify %v, timeouts %v/%v/%v; want none, udba=reval's", u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
+	}
+	if _, err := os.Stat(tu.m("file-max")); err != nil {
+		t.Errorf("the procfs branch through the union: %v", err)
 	}
 	outsideFileShows(t, tu, "new") // after udba=reval's timeout
 }
 
-// TestNotifyUnwatchableBranch: a branch fanotify cannot name files of
-// (procfs here) is refused when added live to a watched union, which
-// stays as it was, and makes a default mount fall back to udba=reval.
+// TestNotifyUnwatchableBranch: a branch fanotify cannot name files of is
+// refused when added live to a watched union, which stays as it was.
 func TestNotifyUnwatchableBranch(t *testing.T) {
-	const unwatchable = "/proc/sys/fs"
-	if _, err := os.Stat(unwatchable); err != nil {
-		testenv.Need(t, false, fmt.Sprintf("%s: %v", unwatchable, err))
-	}
+	needUnwatchable(t)
 	tu := mountDefaultWatched(t)
 	before, fds := tu.srv.Branches(), rootFdCount(tu.srv.u)
 	err := tu.srv.AddBranch(Branch{Path: unwatchable, Mode: RO}, -1)
@@ -457,29 +465,6 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 	}
 	if got := rootFdCount(tu.srv.u); got != fds {
 		t.Errorf("the refused add left %d branch descriptors open, want %d", got, fds)
-	}
-
-	dir := t.TempDir()
-	rw, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "mnt")
-	for _, d := range []string{rw, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Mount([]Branch{{Path: rw, Mode: RW}, {Path: unwatchable, Mode: RO}}, mnt, spec.Options)
-	if err != nil {
-		t.Fatalf("default mount over %s: %v", unwatchable, err)
-	}
-	defer srv.Unmount()
-	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
-		t.Errorf("default mount over %s: watcher %v, entry timeout %v; want udba=reval", unwatchable, srv.u.watcher, srv.u.opts.EntryTimeout)
-	}
-	if _, err := os.Stat(filepath.Join(mnt, "file-max")); err != nil {
-		t.Errorf("the procfs branch through the union: %v", err)
 	}
 }
 
