@@ -56,8 +56,9 @@ type Options struct {
 	Notify bool
 	// RevalFallback, with Notify, mounts a union whose branches cannot
 	// be watched (no CAP_SYS_ADMIN, fanotify's limit of groups per user
-	// reached, a branch file system fanotify cannot name files of)
-	// with udba=reval instead of failing: Notify goes off and the
+	// reached, a branch file system fanotify cannot name files of, a
+	// branch with another mount inside it) with udba=reval instead of
+	// failing: Notify goes off and the
 	// timeouts of a day (udba=notify's) become its 1 s; the reason is
 	// logged. The default udba sets it; an explicit udba=notify does not.
 	RevalFallback bool

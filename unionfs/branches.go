@@ -164,6 +164,13 @@ func (u *ufs) watchAdded(added map[int]*branch) error {
 	if u.watcher == nil {
 		return nil
 	}
+	var brs []*branch
+	for _, nb := range added {
+		brs = append(brs, nb)
+	}
+	if err := checkNoSubmounts(brs); err != nil {
+		return fmt.Errorf("add branch: %w (udba=notify cannot watch it, so changes made to it from outside would not show; mount with udba=reval to use it)", err)
+	}
 	for _, nb := range added {
 		if err := u.watcher.addBranch(nb); err != nil {
 			return fmt.Errorf("add branch %s: %w (udba=notify cannot watch it, so changes made to it from outside would not show; mount with udba=reval to use it)", nb.path, err)

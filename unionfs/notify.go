@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/unionstack/unionstack/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,6 +128,10 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	}
 	w := &branchWatcher{u: u, fd: fd, wake: wake, self: int32(os.Getpid()),
 		roots: map[*branch]branchRoot{}, dirs: map[string]watchedDir{}, marked: map[dirKey]bool{}, ownDirs: map[string]bool{}}
+	if err := checkNoSubmounts(u.branches); err != nil {
+		w.close()
+		return nil, err
+	}
 	for _, b := range u.branches {
 		if err := w.addBranch(b); err != nil {
 			w.close()
@@ -133,6 +139,31 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 		}
 	}
 	return w, nil
+}
+
+// checkNoSubmounts fails for the first of branches that has another
+// mount inside it (a /proc in a root file system, a disk mounted in a
+// subdirectory): the watcher finds an event's branch by the file
+// system it comes from, so it would never see changes made in there,
+// and a file system like procfs cannot be watched at all. (A mount made
+// inside a branch later goes unseen as well.)
+func checkNoSubmounts(branches []*branch) error {
+	all, err := mountinfo.Read(0)
+	if err != nil {
+		return err
+	}
+	for _, b := range branches {
+		root := b.path
+		if real, err := filepath.EvalSymlinks(root); err == nil {
+			root = real
+		}
+		for _, m := range mountinfo.Under(all, root) {
+			if m.MountPoint != root {
+				return fmt.Errorf("watch %s: %s is another mount (%s) inside it, whose changes the watcher cannot follow", b.path, m.MountPoint, m.FSType)
+			}
+		}
+	}
+	return nil
 }
 
 // addBranch watches branch b from its root.

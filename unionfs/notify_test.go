@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/unionstack/unionstack/internal/testenv"
 )
 
@@ -391,7 +393,7 @@ func outsideFileShows(t *testing.T, tu *testUnion, name string) {
 
 // unwatchable is a directory fanotify cannot name files of (procfs has
 // no file handles), so no branch watcher can mark it.
-const unwatchable = "/proc/sys/fs"
+const unwatchable = "/proc/sys/kernel"
 
 // needUnwatchable skips a test when unwatchable is missing.
 func needUnwatchable(t *testing.T) {
@@ -444,7 +446,7 @@ func TestNotifyFallsBackToReval(t *testing.T) {
 	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
 		t.Fatalf("fallen back to watcher %v, notify %v, timeouts %v/%v/%v; want none, udba=reval's", u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
 	}
-	if _, err := os.Stat(tu.m("file-max")); err != nil {
+	if _, err := os.Stat(tu.m("hostname")); err != nil {
 		t.Errorf("the procfs branch through the union: %v", err)
 	}
 	outsideFileShows(t, tu, "new") // after udba=reval's timeout
@@ -518,4 +520,59 @@ func mountDefaultWatched(t *testing.T) *testUnion {
 		t.Fatal("the default mount watches no branch")
 	}
 	return tu
+}
+
+// TestNotifyBranchWithSubmount: a branch with another mount inside it (a
+// tmpfs here) cannot be watched whole: a default mount falls back to
+// udba=reval, udba=notify fails naming the inner mount, and a watched
+// union refuses it as a live addition.
+func TestNotifyBranchWithSubmount(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	rw, lower, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "lower"), filepath.Join(dir, "mnt")
+	sub := filepath.Join(lower, "sub")
+	for _, d := range []string{rw, lower, sub, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(sub, unix.MNT_DETACH) })
+	writeFile(t, filepath.Join(sub, "inner"), "")
+	branches := []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}}
+
+	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
+		_ = srv.Unmount()
+		t.Fatal("udba=notify mounted over a branch with a mount inside")
+	} else if !strings.Contains(err.Error(), sub) {
+		t.Errorf("udba=notify over a branch with a mount inside: %v; want it to name %s", err, sub)
+	}
+
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Mount(branches, mnt, spec.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, lower}}
+	t.Cleanup(func() { tu.unmount(t) })
+	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
+		t.Errorf("default mount over a branch with a mount inside: watcher %v, entry timeout %v; want udba=reval", srv.u.watcher, srv.u.opts.EntryTimeout)
+	}
+	mustExist(t, tu.m("sub/inner"))
+	tu.unmount(t)
+
+	watched := mountDefaultWatched(t)
+	err = watched.srv.AddBranch(Branch{Path: lower, Mode: RO}, -1)
+	if err == nil || !strings.Contains(err.Error(), sub) {
+		t.Errorf("adding a branch with a mount inside to a watched union: %v; want it refused naming %s", err, sub)
+	}
 }
