@@ -56,7 +56,8 @@ type Options struct {
 	Notify bool
 	// RevalFallback, with Notify, mounts a union whose branches cannot
 	// be watched (no CAP_SYS_ADMIN, fanotify's limit of groups per user
-	// reached, a branch file system fanotify cannot name files of, a
+	// reached, a branch file system fanotify cannot name files of or
+	// whose files change without local events (NFS, FUSE, ...), a
 	// branch with another mount inside it) with udba=reval instead of
 	// failing: Notify goes off and the
 	// timeouts of a day (udba=notify's) become its 1 s; the reason is

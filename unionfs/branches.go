@@ -168,7 +168,7 @@ func (u *ufs) watchAdded(added map[int]*branch) error {
 	for _, nb := range added {
 		brs = append(brs, nb)
 	}
-	if err := checkNoSubmounts(brs); err != nil {
+	if err := checkWatchable(brs); err != nil {
 		return fmt.Errorf("add branch: %w (udba=notify cannot watch it, so changes made to it from outside would not show; mount with udba=reval to use it)", err)
 	}
 	for _, nb := range added {

@@ -94,6 +94,25 @@ const rwWatchMask = watchMask &^ unix.FAN_MODIFY
 // nameChangeMask are the events that make or unmake a name.
 const nameChangeMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO
 
+// unwatchedFSTypes are the file systems (statfs f_type) whose files
+// change without local fanotify events: network and cluster file
+// systems, changed by other hosts, and FUSE (virtiofs too), changed by
+// its daemon's back end (another union's branches, say).
+var unwatchedFSTypes = map[int64]string{
+	0x6969:     "NFS",
+	0xFF534D42: "CIFS",
+	0xFE534D42: "SMB",
+	0x517B:     "SMB",
+	0x01021997: "9P",
+	0x00C36400: "Ceph",
+	0x5346414F: "AFS",
+	0x6B414653: "AFS",
+	0x0BD00BD0: "Lustre",
+	0x01161970: "GFS2",
+	0x7461636F: "OCFS2",
+	0x65735546: "FUSE",
+}
+
 // maxOwnDirs bounds branchWatcher.ownDirs.
 const maxOwnDirs = 4096
 
@@ -128,7 +147,7 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	}
 	w := &branchWatcher{u: u, fd: fd, wake: wake, self: int32(os.Getpid()),
 		roots: map[*branch]branchRoot{}, dirs: map[string]watchedDir{}, marked: map[dirKey]bool{}, ownDirs: map[string]bool{}}
-	if err := checkNoSubmounts(u.branches); err != nil {
+	if err := checkWatchable(u.branches); err != nil {
 		w.close()
 		return nil, err
 	}
@@ -141,13 +160,23 @@ func newBranchWatcher(u *ufs) (*branchWatcher, error) {
 	return w, nil
 }
 
-// checkNoSubmounts fails for the first of branches that has another
-// mount inside it (a /proc in a root file system, a disk mounted in a
-// subdirectory): the watcher finds an event's branch by the file
-// system it comes from, so it would never see changes made in there,
-// and a file system like procfs cannot be watched at all. (A mount made
-// inside a branch later goes unseen as well.)
-func checkNoSubmounts(branches []*branch) error {
+// checkWatchable fails for the first of branches whose changes the
+// watcher would not all see: one on a file system whose files change
+// without local events (unwatchedFSTypes), or one with another mount
+// inside it (a /proc in a root file system, a disk mounted in a
+// subdirectory): the watcher finds an event's branch by the file system
+// it comes from, so it would never see changes made in there. (A mount
+// made inside a branch later goes unseen as well.)
+func checkWatchable(branches []*branch) error {
+	for _, b := range branches {
+		var st unix.Statfs_t
+		if err := unix.Statfs(b.path, &st); err != nil {
+			return fmt.Errorf("watch %s: %w", b.path, err)
+		}
+		if name, ok := unwatchedFSTypes[int64(st.Type)]; ok {
+			return fmt.Errorf("watch %s: it is on %s, whose files change without events here", b.path, name)
+		}
+	}
 	all, err := mountinfo.Read(0)
 	if err != nil {
 		return err

@@ -576,3 +576,43 @@ func TestNotifyBranchWithSubmount(t *testing.T) {
 		t.Errorf("adding a branch with a mount inside to a watched union: %v; want it refused naming %s", err, sub)
 	}
 }
+
+// TestNotifyFUSEBranch: a branch on a file system whose files change
+// without events here (another union, FUSE, here) cannot be watched: a
+// default mount over it falls back to udba=reval, udba=notify fails
+// naming the file system.
+func TestNotifyFUSEBranch(t *testing.T) {
+	inner := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, Options{})
+	dir := t.TempDir()
+	rw, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "mnt")
+	for _, d := range []string{rw, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	branches := []Branch{{Path: rw, Mode: RW}, {Path: inner.mnt, Mode: RO}}
+	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
+		_ = srv.Unmount()
+		t.Fatal("udba=notify mounted over a FUSE branch")
+	} else if !strings.Contains(err.Error(), "FUSE") {
+		t.Errorf("udba=notify over a FUSE branch: %v; want it to name FUSE", err)
+	}
+	spec, err := ParseOptions("dirs=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Mount(branches, mnt, spec.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, inner.mnt}}
+	t.Cleanup(func() { tu.unmount(t) })
+	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
+		t.Errorf("default mount over a FUSE branch: watcher %v, entry timeout %v; want udba=reval", srv.u.watcher, srv.u.opts.EntryTimeout)
+	}
+	mustExist(t, tu.m("f"))
+}

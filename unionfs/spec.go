@@ -162,8 +162,9 @@ func ParseOptions(opts string) (spec MountSpec, err error) {
 //	                    never (cache 24h), after 1s, at once (cache 24h,
 //	                    branches watched: Options.Notify; also aufs's
 //	                    udba=fsnotify). Default: notify where the branches
-//	                    can be watched (as root, no mount inside a
-//	                    branch), else reval (Options.RevalFallback)
+//	                    can be watched (as root, no branch on NFS,
+//	                    FUSE and the like, no mount inside a branch),
+//	                    else reval (Options.RevalFallback)
 //	entry_timeout=, attr_timeout=, negative_timeout=  cache lifetimes in
 //	                    seconds ("1.5") or as a Go duration ("300ms")
 //	passthrough=on|off|all  FUSE passthrough for opened files of the rw
