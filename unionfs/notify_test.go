@@ -413,10 +413,6 @@ func needUnwatchable(t *testing.T) {
 func TestNotifyFallsBackToReval(t *testing.T) {
 	needFUSE(t)
 	needUnwatchable(t)
-	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	rw, lower, mnt := filepath.Join(dir, "rw"), filepath.Join(dir, "lower"), filepath.Join(dir, "mnt")
 	for _, d := range []string{rw, lower, mnt} {
@@ -424,28 +420,7 @@ func TestNotifyFallsBackToReval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	branches := []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}, {Path: unwatchable, Mode: RO}}
-	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
-		_ = srv.Unmount()
-		t.Fatal("udba=notify mounted over a branch it cannot watch")
-	} else if !strings.Contains(err.Error(), unwatchable) {
-		t.Errorf("udba=notify over %s: %v; want it to name the branch", unwatchable, err)
-	}
-
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Mount(branches, mnt, spec.Options)
-	if err != nil {
-		t.Fatalf("default mount over %s: %v", unwatchable, err)
-	}
-	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, lower, unwatchable}}
-	t.Cleanup(func() { tu.unmount(t) })
-	u := srv.u
-	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
-		t.Fatalf("fallen back to watcher %v, notify %v, timeouts %v/%v/%v; want none, udba=reval's", u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
-	}
+	tu := mountFallsBack(t, []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}, {Path: unwatchable, Mode: RO}}, mnt, unwatchable)
 	if _, err := os.Stat(tu.m("hostname")); err != nil {
 		t.Errorf("the procfs branch through the union: %v", err)
 	}
@@ -541,37 +516,12 @@ func TestNotifyBranchWithSubmount(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = unix.Unmount(sub, unix.MNT_DETACH) })
 	writeFile(t, filepath.Join(sub, "inner"), "")
-	branches := []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}}
-
-	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
-		_ = srv.Unmount()
-		t.Fatal("udba=notify mounted over a branch with a mount inside")
-	} else if !strings.Contains(err.Error(), sub) {
-		t.Errorf("udba=notify over a branch with a mount inside: %v; want it to name %s", err, sub)
-	}
-
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Mount(branches, mnt, spec.Options)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, lower}}
-	t.Cleanup(func() { tu.unmount(t) })
-	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
-		t.Errorf("default mount over a branch with a mount inside: watcher %v, entry timeout %v; want udba=reval", srv.u.watcher, srv.u.opts.EntryTimeout)
-	}
+	tu := mountFallsBack(t, []Branch{{Path: rw, Mode: RW}, {Path: lower, Mode: RO}}, mnt, sub)
 	mustExist(t, tu.m("sub/inner"))
 	tu.unmount(t)
 
 	watched := mountDefaultWatched(t)
-	err = watched.srv.AddBranch(Branch{Path: lower, Mode: RO}, -1)
+	err := watched.srv.AddBranch(Branch{Path: lower, Mode: RO}, -1)
 	if err == nil || !strings.Contains(err.Error(), sub) {
 		t.Errorf("adding a branch with a mount inside to a watched union: %v; want it refused naming %s", err, sub)
 	}
@@ -590,16 +540,24 @@ func TestNotifyFUSEBranch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	branches := []Branch{{Path: rw, Mode: RW}, {Path: inner.mnt, Mode: RO}}
+	tu := mountFallsBack(t, []Branch{{Path: rw, Mode: RW}, {Path: inner.mnt, Mode: RO}}, mnt, "FUSE")
+	mustExist(t, tu.m("f"))
+}
+
+// mountFallsBack checks that udba=notify refuses to mount branches at
+// mnt, naming want, and that a mount without udba= falls back to
+// udba=reval there; it returns that union, unmounted at the test's end.
+func mountFallsBack(t *testing.T, branches []Branch, mnt, want string) *testUnion {
+	t.Helper()
 	explicit, err := ParseOptions("dirs=/a:/b,udba=notify")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if srv, err := Mount(branches, mnt, explicit.Options); err == nil {
 		_ = srv.Unmount()
-		t.Fatal("udba=notify mounted over a FUSE branch")
-	} else if !strings.Contains(err.Error(), "FUSE") {
-		t.Errorf("udba=notify over a FUSE branch: %v; want it to name FUSE", err)
+		t.Fatalf("udba=notify mounted over %v", branches)
+	} else if !strings.Contains(err.Error(), want) {
+		t.Errorf("udba=notify over %v: %v; want it to name %s", branches, err, want)
 	}
 	spec, err := ParseOptions("dirs=/a:/b")
 	if err != nil {
@@ -607,12 +565,16 @@ func TestNotifyFUSEBranch(t *testing.T) {
 	}
 	srv, err := Mount(branches, mnt, spec.Options)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("default mount over %v: %v", branches, err)
 	}
-	tu := &testUnion{srv: srv, mnt: mnt, branches: []string{rw, inner.mnt}}
+	tu := &testUnion{srv: srv, mnt: mnt}
+	for _, b := range branches {
+		tu.branches = append(tu.branches, b.Path)
+	}
 	t.Cleanup(func() { tu.unmount(t) })
-	if srv.u.watcher != nil || srv.u.opts.EntryTimeout != udbaRevalTimeout {
-		t.Errorf("default mount over a FUSE branch: watcher %v, entry timeout %v; want udba=reval", srv.u.watcher, srv.u.opts.EntryTimeout)
+	u := srv.u
+	if u.watcher != nil || u.opts.Notify || u.opts.EntryTimeout != udbaRevalTimeout || u.opts.AttrTimeout != udbaRevalTimeout || u.opts.NegativeTimeout != udbaRevalTimeout {
+		t.Fatalf("default mount over %v: watcher %v, notify %v, timeouts %v/%v/%v; want udba=reval's", branches, u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
 	}
-	mustExist(t, tu.m("f"))
+	return tu
 }
