@@ -30,6 +30,9 @@ type controlResponse struct {
 	BadSpec bool `json:"bad_spec,omitempty"`
 	// Branches is the stack after the request, top first.
 	Branches []controlBranch `json:"branches,omitempty"`
+	// Fallback is Server.Fallback: why the default udba=notify became
+	// udba=reval.
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // controlBranch is a Branch on the wire.

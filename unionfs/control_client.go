@@ -90,6 +90,17 @@ func ControlBranches(mountpoint string) ([]Branch, error) {
 	return controlFromWire(resp.Branches)
 }
 
+// ControlFallback asks the daemon of the mount at mountpoint why it runs
+// with udba=reval where the default asked for udba=notify ("" when it
+// does not; see Options.RevalFallback).
+func ControlFallback(mountpoint string) (string, error) {
+	resp, err := controlCall(mountpoint, controlRequest{Op: "ls"})
+	if err != nil {
+		return "", fmt.Errorf("ask %s: %w", mountpoint, err)
+	}
+	return resp.Fallback, nil
+}
+
 // ControlAddBranch adds branch b to the live mount at mountpoint at index
 // (0 = top; -1 = bottom). A relative b.Path is taken against the working
 // directory. The resulting stack is checked (no nesting, no duplicates,

@@ -106,6 +106,7 @@ func (c *controlServer) handle(req controlRequest) controlResponse {
 	resp := controlResponse{OK: true}
 	if req.Op != "unmount" {
 		resp.Branches = controlBranches(c.srv.Branches())
+		resp.Fallback = c.srv.Fallback()
 	}
 	return resp
 }

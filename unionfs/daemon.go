@@ -39,6 +39,9 @@ type daemonRequest struct {
 // executable (/proc/self/exe) run again with a marker in its environment:
 // the program must call DaemonMain first thing. The spec is validated here,
 // before anything starts, so that a bad spec (ErrBadSpec) mounts nothing.
+// A mount that runs with udba=reval where the default asked for
+// udba=notify says so, and why, on standard error (the daemon's own log
+// is not in sight).
 func StartDaemon(spec MountSpec, mountpoint string) error {
 	mp, branches, err := daemonPrepare(spec, mountpoint)
 	if err != nil {
@@ -56,6 +59,9 @@ func StartDaemon(spec MountSpec, mountpoint string) error {
 			return reported.error // it names the mountpoint already
 		}
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if why, err := ControlFallback(mp); err == nil && why != "" {
+		fmt.Fprintf(os.Stderr, "unionctl: mount %s: udba=reval (outside changes to the branches show within %v): %s\n", mountpoint, udbaRevalTimeout, why)
 	}
 	return nil
 }

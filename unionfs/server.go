@@ -188,6 +188,7 @@ func newUnion(branches []Branch, opts Options) (_ *ufs, _ *node, _ *fs.Options, 
 			if !opts.RevalFallback {
 				return nil, nil, nil, fmt.Errorf("udba=notify: %w", err)
 			}
+			u.fallback = err.Error()
 			log.Printf("udba=notify: %v; using udba=reval (outside changes to the branches show within %v)", err, udbaRevalTimeout)
 			u.fallBackToReval()
 		}
@@ -283,6 +284,10 @@ func (s *Server) Unmount() error {
 	}
 	return nil
 }
+
+// Fallback says why the union, asked for udba=notify by default, runs
+// with udba=reval (see Options.RevalFallback), or "" when it does not.
+func (s *Server) Fallback() string { return s.u.fallback }
 
 // Mountpoint is where the union is mounted.
 func (s *Server) Mountpoint() string { return s.mountpoint }

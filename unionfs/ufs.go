@@ -17,6 +17,9 @@ import (
 // ufs is the state of one mounted union.
 type ufs struct {
 	opts Options
+	// fallback says why the union asked for udba=notify but runs with
+	// udba=reval (Options.RevalFallback); "" when it does not.
+	fallback string
 
 	// ns orders changes of the namespace (anything that creates,
 	// removes or renames names in a branch, and branch changes) against

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -755,4 +756,28 @@ func mountBranchLines(out string) []string {
 		lines = append(lines, strings.Join(strings.Fields(l), " "))
 	}
 	return lines
+}
+
+// TestMountSaysFallback: a mount that cannot watch its branches (here one
+// is a procfs directory) runs with udba=reval and says so, and why, on
+// standard error; a mount that can says nothing.
+func TestMountSaysFallback(t *testing.T) {
+	e := newMountEnv(t)
+	const procDir = "/proc/sys/kernel"
+	_, err := os.Stat(procDir)
+	testenv.Need(t, err == nil, fmt.Sprintf("%s: %v", procDir, err))
+	out, errs, code := e.unionctl("mount", "dirs=./home:./company", "./mnt")
+	if code != 0 || out != "" || errs != "" {
+		t.Errorf("unionctl mount of watchable branches: exit %d, stdout %q, stderr %q; want a quiet mount", code, out, errs)
+	}
+	e.mustUnionctl("umount", "./mnt")
+	out, errs, code = e.unionctl("mount", "dirs=./home=rw:"+procDir+"=ro", "./mnt")
+	if code != 0 || !strings.Contains(errs, "udba=reval") || !strings.Contains(errs, procDir) {
+		t.Errorf("unionctl mount over %s: exit %d, stdout %q, stderr %q; want it mounted, saying udba=reval and why", procDir, code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(e.mnt, "hostname")); err != nil {
+		t.Errorf("the procfs branch through the union: %v", err)
+	}
+	e.mustUnionctl("umount", "./mnt")
+	e.assertUnmounted()
 }
