@@ -98,11 +98,7 @@ func lsNames(p string) (string, error) {
 // once: a file's content and mode, new and removed names (negative
 // entries too), and new directories with their content.
 func TestNotifyShowsOutsideChanges(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "old", "1:gone": "g", "1:d/x": "x", "0:top": "t"}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"1:f": "old", "1:gone": "g", "1:d/x": "x", "0:top": "t"})
 	// Fill the caches: names, a negative name, attributes, pages and
 	// listings.
 	if got := readFile(t, tu.m("f")); got != "old" {
@@ -173,12 +169,8 @@ func outside(t *testing.T, script string) {
 // opaque marker hid and, once the
 // attribute timeout passed, content.
 func TestNotifyShowsOutsideChangesToRW(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"0:top": "t", "0:ud/u": "u", "1:low": "l", "1:ld/x": "x",
-		"0:od/" + opqMarker: "", "1:od/hidden": "h"}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"0:top": "t", "0:ud/u": "u", "1:low": "l", "1:ld/x": "x",
+		"0:od/" + opqMarker: "", "1:od/hidden": "h"})
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -255,11 +247,7 @@ rm od/`+opqMarker)
 // ones: a run of creates, writes, renames and removals through the mount
 // applies no change, where one outside change is applied.
 func TestNotifyIgnoresOwnChanges(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "x", "1:l": "l"}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"1:d/x": "x", "1:l": "l"})
 	w := tu.srv.u.watcher
 	must := func(err error) {
 		t.Helper()
@@ -292,11 +280,7 @@ func TestNotifyIgnoresOwnChanges(t *testing.T) {
 // A branch added at run time is watched from its root, and one removed
 // is no longer.
 func TestNotifyAddedBranch(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": "f"}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"1:f": "f"})
 	extra := t.TempDir()
 	if err := tu.srv.AddBranch(Branch{Path: extra, Mode: RO}, 2); err != nil {
 		t.Fatal(err)
@@ -319,11 +303,7 @@ func TestNotifyAddedBranch(t *testing.T) {
 // After the kernel dropped events (a queue overflow) every cached name
 // is dropped: a change nothing reported shows.
 func TestNotifyOverflowDropsAll(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:d/x": "x"}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"1:d/x": "x"})
 	if got, err := lsNames(tu.m("d")); got != "x" || err != nil {
 		t.Fatalf("ls d = %q, %v", got, err)
 	}
@@ -449,11 +429,7 @@ func TestNotifyUnwatchableBranch(t *testing.T) {
 // wait for events (it waits in poll(2), woken by an eventfd) and closes
 // its fanotify group and eventfd.
 func TestNotifyWatcherStops(t *testing.T) {
-	spec, err := ParseOptions("dirs=/a:/b,udba=notify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	tu := mountWithOptions(t, "udba=notify", map[string]string{"1:f": ""})
 	w := tu.srv.u.watcher
 	fdLink := func(fd int) string {
 		target, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
@@ -486,11 +462,7 @@ func TestNotifyWatcherStops(t *testing.T) {
 // branches.
 func mountDefaultWatched(t *testing.T) *testUnion {
 	t.Helper()
-	spec, err := ParseOptions("dirs=/a:/b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tu := mountUnion(t, []Mode{RW, RO}, map[string]string{"1:f": ""}, spec.Options)
+	tu := mountWithOptions(t, "", map[string]string{"1:f": ""})
 	if tu.srv.u.watcher == nil {
 		t.Fatal("the default mount watches no branch")
 	}
@@ -577,4 +549,16 @@ func mountFallsBack(t *testing.T, branches []Branch, mnt, want string) *testUnio
 		t.Fatalf("default mount over %v: watcher %v, notify %v, timeouts %v/%v/%v; want udba=reval's", branches, u.watcher, u.opts.Notify, u.opts.EntryTimeout, u.opts.AttrTimeout, u.opts.NegativeTimeout)
 	}
 	return tu
+}
+
+// mountWithOptions mounts an rw branch over a read-only one holding files
+// (as mountUnion takes them) with the Options the mount option string
+// opts gives, branches aside ("": a mount without options).
+func mountWithOptions(t *testing.T, opts string, files map[string]string) *testUnion {
+	t.Helper()
+	spec, err := ParseOptions("dirs=/a:/b," + opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mountUnion(t, []Mode{RW, RO}, files, spec.Options)
 }
